@@ -1,0 +1,1 @@
+"""Pure readers, writers and converters of annotation formats (no torch, no mlflow)."""

@@ -1,0 +1,81 @@
+"""COCO detection metrics for one category (person), computed by pycocotools' COCOeval.
+
+``coco_metrics`` is the one function every consumer calls (per-epoch validation in training, the
+``evaluate`` step, benchmarks).  The numbers are COCOeval's own ``stats`` vector: nothing is re-derived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+# Order and names of COCOeval.stats for iouType="bbox" (pycocotools cocoeval.py, summarize()).
+STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+HEADLINE = ("AP50", "AP", "AP75", "AP_small", "AP_medium", "AP_large", "AR100")
+
+
+def _coco_from_dict(dataset: Mapping[str, Any]):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    data = copy.copy(dict(dataset))
+    # COCO's loadRes() copies these; make sure they exist even for minimal test sets.
+    data.setdefault("info", {})
+    data.setdefault("licenses", [])
+    anns = []
+    for ann in data.get("annotations", []):
+        ann = dict(ann)
+        x, y, w, h = ann["bbox"]
+        ann.setdefault("area", float(w) * float(h))  # COCO uses segment area; box area when none given
+        ann.setdefault("iscrowd", 0)
+        anns.append(ann)
+    data["annotations"] = anns
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_metrics(ground_truth: Mapping[str, Any] | Any, detections: Sequence[Mapping[str, Any]],
+                 category_id: int, image_ids: Iterable[int] | None = None,
+                 return_eval: bool = False):
+    """COCOeval (bbox) for ``category_id`` over ``image_ids`` (default: every ground-truth image).
+
+    ``ground_truth`` is a COCO dict or a pycocotools ``COCO``; ``detections`` are COCO result dicts
+    (image_id, category_id, bbox [x, y, w, h], score).  Returns {name: value} for every COCOeval stat;
+    with ``return_eval`` also the COCOeval object (for precision-recall curves).
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    gt = ground_truth if hasattr(ground_truth, "getImgIds") else _coco_from_dict(ground_truth)
+    ids = sorted(gt.getImgIds() if image_ids is None else image_ids)
+    dets = [dict(d) for d in detections if d["category_id"] == category_id]
+    with contextlib.redirect_stdout(io.StringIO()):
+        if dets:
+            dt = gt.loadRes(dets)
+        else:  # loadRes rejects an empty list; an empty result set scores 0 everywhere
+            dt = _coco_from_dict({"images": gt.dataset["images"], "annotations": [],
+                                  "categories": gt.dataset.get("categories", [])})
+        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator.params.catIds = [category_id]
+        evaluator.params.imgIds = ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # COCOeval reports -1 where a statistic has no ground truth (e.g. no small objects): keep it as -1.
+    stats = {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+    return (stats, evaluator) if return_eval else stats
+
+
+def precision_recall_at_iou50(evaluator) -> tuple[np.ndarray, np.ndarray]:
+    """Recall thresholds and interpolated precision at IoU 0.5, all areas, maxDets=100."""
+    iou_index = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))
+    area_index = evaluator.params.areaRngLbl.index("all")
+    det_index = evaluator.params.maxDets.index(max(evaluator.params.maxDets))
+    precision = evaluator.eval["precision"][iou_index, :, 0, area_index, det_index]
+    return np.asarray(evaluator.params.recThrs), np.asarray(precision)
