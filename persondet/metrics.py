@@ -2,6 +2,8 @@
 
 ``coco_metrics`` is the one function every consumer calls (per-epoch validation in training, the
 ``evaluate`` step, benchmarks).  The numbers are COCOeval's own ``stats`` vector: nothing is re-derived.
+``backend="faster-coco-eval"`` runs the same protocol through faster_coco_eval's C++ ``COCOeval_faster``
+(same numbers, several times faster on large sets: see docs/BENCHMARKS.md); pycocotools stays the default.
 """
 
 from __future__ import annotations
@@ -17,12 +19,29 @@ import numpy as np
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 HEADLINE = ("AP50", "AP", "AP75", "AP_small", "AP_medium", "AP_large", "AR100")
+BACKENDS = ("pycocotools", "faster-coco-eval")
 
 
-def _coco_from_dict(dataset: Mapping[str, Any]):
-    from pycocotools.coco import COCO
+def _backend_classes(backend: str):
+    """(COCO, COCOeval) classes of ``backend``."""
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
 
-    coco = COCO()
+        return COCO, COCOeval
+    if backend == "faster-coco-eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster
+    from persondet.errors import PersondetError
+
+    raise PersondetError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
+
+
+def _coco_from_dict(dataset: Mapping[str, Any], coco_cls=None):
+    if coco_cls is None:
+        coco_cls = _backend_classes("pycocotools")[0]
+    coco = coco_cls()
     data = copy.copy(dict(dataset))
     # COCO's loadRes() copies these; make sure they exist even for minimal test sets.
     data.setdefault("info", {})
@@ -43,16 +62,22 @@ def _coco_from_dict(dataset: Mapping[str, Any]):
 
 def coco_metrics(ground_truth: Mapping[str, Any] | Any, detections: Sequence[Mapping[str, Any]],
                  category_id: int, image_ids: Iterable[int] | None = None,
-                 return_eval: bool = False):
+                 return_eval: bool = False, backend: str = "pycocotools"):
     """COCOeval (bbox) for ``category_id`` over ``image_ids`` (default: every ground-truth image).
 
-    ``ground_truth`` is a COCO dict or a pycocotools ``COCO``; ``detections`` are COCO result dicts
-    (image_id, category_id, bbox [x, y, w, h], score).  Returns {name: value} for every COCOeval stat;
-    with ``return_eval`` also the COCOeval object (for precision-recall curves).
+    ``ground_truth`` is a COCO dict or a COCO object (pycocotools or faster_coco_eval); ``detections``
+    are COCO result dicts (image_id, category_id, bbox [x, y, w, h], score).  Returns {name: value} for
+    every COCOeval stat; with ``return_eval`` also the COCOeval object (for precision-recall curves).
+    ``backend`` is "pycocotools" (the reference) or "faster-coco-eval" (C++ matching, same results).
     """
-    from pycocotools.cocoeval import COCOeval
+    coco_cls, COCOeval = _backend_classes(backend)
 
-    gt = ground_truth if hasattr(ground_truth, "getImgIds") else _coco_from_dict(ground_truth)
+    if isinstance(ground_truth, coco_cls):
+        gt = ground_truth
+    elif hasattr(ground_truth, "getImgIds"):  # the other backend's COCO object: rebuild from its dict
+        gt = _coco_from_dict(ground_truth.dataset, coco_cls)
+    else:
+        gt = _coco_from_dict(ground_truth, coco_cls)
     ids = sorted(gt.getImgIds() if image_ids is None else image_ids)
     dets = [dict(d) for d in detections if d["category_id"] == category_id]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -60,7 +85,7 @@ def coco_metrics(ground_truth: Mapping[str, Any] | Any, detections: Sequence[Map
             dt = gt.loadRes(dets)
         else:  # loadRes rejects an empty list; an empty result set scores 0 everywhere
             dt = _coco_from_dict({"images": gt.dataset["images"], "annotations": [],
-                                  "categories": gt.dataset.get("categories", [])})
+                                  "categories": gt.dataset.get("categories", [])}, coco_cls)
         evaluator = COCOeval(gt, dt, iouType="bbox")
         evaluator.params.catIds = [category_id]
         evaluator.params.imgIds = ids
