@@ -118,3 +118,105 @@ class PrepareConfig(ConfigBase):
         require(self.cuhk_split in CUHK_SPLITS,
                 f"cuhk_split={self.cuhk_split!r} must be one of {', '.join(CUHK_SPLITS)}")
         require(self.check_images >= 0, f"check_images={self.check_images} must be >= 0")
+
+
+TRAIN_MODELS = ("auto", "small", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
+                "fasterrcnn_mobilenet_v3_large_fpn")
+AMP_MODES = ("none", "bf16", "fp16")
+DECODERS = ("pil", "torchvision", "torchvision-cuda")
+
+
+def parse_source_weights(text: str) -> dict[str, float]:
+    """``"coco=1,cuhk=2"`` -> {"coco": 1.0, "cuhk": 2.0}; empty text -> {} (uniform over images)."""
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            number = float(value) if sep else float("nan")
+        except ValueError:
+            number = float("nan")
+        require(bool(name.strip()) and number == number and number >= 0,
+                f"source_weights={text!r}: {part!r} is not <source>=<weight >= 0>")
+        weights[name.strip()] = number
+    require(not weights or any(v > 0 for v in weights.values()),
+            f"source_weights={text!r}: at least one weight must be > 0")
+    return weights
+
+
+@dataclass(frozen=True)
+class TrainConfig(ConfigBase):
+    data: str = ""  # a prepare run id or a COCO json path
+    model: str = "auto"  # auto: fasterrcnn_resnet50_fpn on GPU, small on CPU
+    weights_backbone: str = "none"  # none, imagenet, or a local state-dict file
+    batch_size: int = 8  # global: all processes together
+    epochs: int = 12
+    lr: float | None = None  # None/auto: 0.02 * batch_size / 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 1000  # capped at the first epoch's length
+    nproc: int = 1  # processes per node (GPUs per node)
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0  # 0: a free port on one node, 29500 across nodes
+    workers: int = 2
+    pin_memory: bool = True  # only applies with CUDA
+    amp: str = "none"
+    channels_last: bool = False
+    min_size: int | None = None  # None: the model's default
+    max_size: int | None = None
+    seed: int = 0
+    deterministic: bool = False
+    resume: str = ""  # a training run id or a checkpoint file
+    source_weights: str = ""  # e.g. "coco=1,cuhk=2": per-source sampling weights
+    val_annotations: str = ""  # optional COCO-format set evaluated each epoch (val/AP50)
+    val_images: str = ""
+    register: bool = True
+    max_iters_per_epoch: int | None = None  # a cap for demos and tests
+    device: str = "auto"  # auto, cpu, cuda
+    decode: str = "pil"  # pil, torchvision (decode_jpeg), torchvision-cuda
+
+    def validate(self) -> None:
+        require(bool(self.data.strip()), "data is required: a prepare run id or a COCO json path")
+        require(self.model in TRAIN_MODELS, f"model={self.model!r} must be one of {', '.join(TRAIN_MODELS)}")
+        require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        require(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        require(self.lr is None or (self.lr > 0 and self.lr == self.lr and self.lr != float("inf")),
+                f"lr={self.raw.get('lr', self.lr)!r} must be a positive number or auto")
+        require(0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)")
+        require(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
+        require(self.warmup_iters >= 0, f"warmup_iters={self.warmup_iters} must be >= 0")
+        require(self.nproc >= 1, f"nproc={self.nproc} must be >= 1")
+        require(self.nnodes >= 1, f"nnodes={self.nnodes} must be >= 1")
+        require(0 <= self.node_rank < self.nnodes,
+                f"node_rank={self.node_rank} must be in [0, nnodes={self.nnodes})")
+        require(0 <= self.master_port <= 65535, f"master_port={self.master_port} must be in 0..65535")
+        world = self.nproc * self.nnodes
+        require(self.batch_size % world == 0,
+                f"batch_size={self.batch_size} must be divisible by the number of processes "
+                f"(nproc * nnodes = {world})")
+        require(self.workers >= 0, f"workers={self.workers} must be >= 0")
+        require(self.amp in AMP_MODES, f"amp={self.amp!r} must be one of {', '.join(AMP_MODES)}")
+        for name in ("min_size", "max_size"):
+            value = getattr(self, name)
+            require(value is None or value >= 32, f"{name}={value} must be >= 32")
+        require(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+                f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
+        require(bool(self.val_annotations) == bool(self.val_images),
+                "val_annotations and val_images go together: give both or neither")
+        require(self.device in ("auto", "cpu", "cuda"), f"device={self.device!r} must be auto, cpu or cuda")
+        require(self.decode in DECODERS, f"decode={self.decode!r} must be one of {', '.join(DECODERS)}")
+        require(self.decode != "torchvision-cuda" or self.workers == 0,
+                "decode=torchvision-cuda decodes in the training process: set workers=0")
+        parse_source_weights(self.source_weights)
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate used: lr, or the linear scaling rule 0.02 * batch_size / 16."""
+        return self.lr if self.lr is not None else 0.02 * self.batch_size / 16
+
+    def to_params(self) -> dict[str, str]:
+        params = super().to_params()
+        if self.lr is None and "lr" not in self.raw:
+            params["lr"] = "auto"
+        return params
