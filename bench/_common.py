@@ -1,0 +1,120 @@
+"""Shared plumbing for the benchmark scripts: machine description, CPU load, atomic markdown output.
+
+Every script reports its result as a ratio against an anchor measured in the same run, so the numbers
+of one run can be compared even on a loaded or slow machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def cpu_model() -> str:
+    """lscpu's "Model name" (falls back to /proc/cpuinfo, then platform)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    """One line: CPU model, cores, memory, GPU if any, torch version."""
+    parts = [f"{os.cpu_count()}-core CPU ({cpu_model()})"]
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        parts.append(f"{pages * page_size / 2**30:.0f} GiB RAM")
+    except (ValueError, OSError):
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            parts.append(f"GPU {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}")
+        else:
+            parts.append("no GPU")
+        parts.append(f"torch {torch.__version__}")
+    except ImportError:
+        pass
+    parts.append(f"Python {platform.python_version()}")
+    return ", ".join(parts)
+
+
+def load_average() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+        return f"{one:.2f} (1 min), {five:.2f} (5 min)"
+    except OSError:
+        return "unknown"
+
+
+class Timer:
+    """Wall-clock seconds of a ``with`` block (``perf_counter``)."""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_result(path: Path, title: str, method: str, table: str, notes: str = "",
+                 load_before: str = "") -> Path:
+    """Write the result page (title, method, machine, load, table, notes) atomically to ``path``."""
+    body = [f"## {title}", "", f"**Method.** {method}", "",
+            f"**Machine.** {machine()}", "",
+            f"**CPU load average** before the run: {load_before or '?'}; after: {load_average()}.", "",
+            f"**Measured** {time.strftime('%Y-%m-%d %H:%M %Z')} with `{' '.join([Path(sys.argv[0]).name] + sys.argv[1:])}`.",
+            "", table, ""]
+    if notes:
+        body += [notes, ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(body))
+    os.replace(tmp, path)
+    return path
+
+
+def base_parser(name: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"bench/{name}.py", description=description)
+    parser.add_argument("--output", type=Path, default=RESULTS / f"{name}.md",
+                        help=f"markdown result file (default: bench/results/{name}.md)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes and few iterations: proves the script works, measures nothing")
+    return parser
+
+
+def run(main: Callable[[Sequence[str] | None], object]) -> None:
+    """Entry: PersondetError -> one line on stderr, exit 2 (persondet.cli.run_cli)."""
+    sys.path.insert(0, str(ROOT))
+    from persondet.cli import run_cli
+
+    sys.exit(run_cli(main))
