@@ -118,3 +118,37 @@ def run(main: Callable[[Sequence[str] | None], object]) -> None:
     from persondet.cli import run_cli
 
     sys.exit(run_cli(main))
+
+
+def write_jpeg_set(directory: Path, n_images: int, sizes: Sequence[tuple[int, int]], seed: int = 0,
+                   persons_per_image: int = 6) -> Path:
+    """Write ``n_images`` photo-like JPEGs (smooth colour fields plus grain, quality 90, so their file size
+    and decode cost resemble real photos rather than pure noise) with person boxes, and a plain COCO json
+    (image paths relative to it).  ``sizes`` are (width, height) choices.  Returns the json path."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for image_id in range(1, n_images + 1):
+        width, height = sizes[int(rng.integers(len(sizes)))]
+        coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
+        grain = rng.integers(-12, 13, (height, width, 3), dtype=np.int16)
+        name = f"images/{image_id:06d}.jpg"
+        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(directory / name, quality=90)
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
+        for _ in range(persons_per_image):
+            w = float(rng.uniform(0.03, 0.25) * width)
+            h = min(w * float(rng.uniform(1.5, 3.0)), height - 2.0)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                                "bbox": [float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h)), w, h],
+                                "area": w * h, "iscrowd": 0})
+    path = directory / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "person"}]}))
+    return path
