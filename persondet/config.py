@@ -220,3 +220,78 @@ class TrainConfig(ConfigBase):
         if self.lr is None and "lr" not in self.raw:
             params["lr"] = "auto"
         return params
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(ConfigBase):
+    model_uri: str = ""  # runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>
+    test_annotations: str = ""  # a COCO json; empty: the built-in demo in-house test set
+    test_images: str = ""  # image folder; empty: the annotation file's folder (or the demo's images/)
+    test_name: str = ""  # empty: derived from the annotation file's name
+    person_category: str = "person"  # the person category's name or its integer id
+    batch_size: int = 4
+    examples: int = 4  # example images drawn with ground truth and detections
+    demo_seed: int = 0
+    log_to_training_run: bool = True  # also log <test_name>/AP50... to the model's training run
+
+    def validate(self) -> None:
+        require(bool(self.model_uri), "model_uri is required (runs:/<run_id>/model, "
+                "models:/<name>/<version> or models:/<name>@<alias>)")
+        require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        require(self.examples >= 0, f"examples={self.examples} must be >= 0")
+        require(bool(str(self.person_category).strip()), "person_category must be a name or an id")
+
+
+@dataclass(frozen=True)
+class PromoteConfig(ConfigBase):
+    metric: str = "AP50"
+    model_name: str = "persondet"
+    test_name: str = ""  # empty: the test set most merged-data versions were evaluated on
+    test_digest: str = ""  # empty: that test set's latest digest
+    alias: str = "champion"
+    stage: str = "Production"
+
+    def validate(self) -> None:
+        require(bool(self.metric), "metric must not be empty")
+        require(bool(self.model_name), "model_name must not be empty")
+
+
+@dataclass(frozen=True)
+class ReportConfig(ConfigBase):
+    experiment: str = "persondet"
+    test_name: str = ""  # empty: the test set with the most evaluated training runs
+    output_dir: str = field(default="", metadata={"log": False})  # also write report.html here
+    examples: int = 3  # test images shown side by side (coco-only vs merged model)
+
+    def validate(self) -> None:
+        require(bool(self.experiment), "experiment must not be empty")
+        require(self.examples >= 0, f"examples={self.examples} must be >= 0")
+
+
+@dataclass(frozen=True)
+class MainConfig(ConfigBase):
+    coco_root: str = ""  # empty: the built-in demo data
+    cuhk_root: str = ""
+    test_annotations: str = ""  # empty: the built-in demo in-house test set
+    test_images: str = ""
+    batch_sizes: str = "8,16"
+    epochs: str = "auto"  # auto: the demo setting on demo data, else the train default
+    model: str = "auto"
+    mixes: str = "coco,cuhk,coco+cuhk"
+    experiment: str = "persondet"
+
+    def validate(self) -> None:
+        for mix in self.mix_list():
+            require(mix in MIXES, f"mixes={self.mixes!r}: {mix!r} must be one of {', '.join(MIXES)}")
+        try:
+            sizes = self.batch_size_list()
+        except ValueError:
+            raise ConfigError(f"batch_sizes={self.batch_sizes!r} must be comma-separated integers") from None
+        require(bool(sizes) and all(b >= 1 for b in sizes),
+                f"batch_sizes={self.batch_sizes!r} must be comma-separated integers >= 1")
+
+    def mix_list(self) -> list[str]:
+        return [m.strip() for m in self.mixes.split(",") if m.strip()]
+
+    def batch_size_list(self) -> list[int]:
+        return [int(b) for b in self.batch_sizes.split(",") if b.strip()]

@@ -77,3 +77,149 @@ def log_artifacts(directory: str, artifact_path: str | None = None) -> None:
         import mlflow
 
         mlflow.log_artifacts(directory, artifact_path=artifact_path)
+
+
+# --- evaluation, registry, report and pipeline helpers (issue 4) -------------------------------------
+
+REGISTERED_MODEL = "persondet"
+
+
+def client():
+    from mlflow import MlflowClient
+
+    ensure_tracking_uri()
+    return MlflowClient()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def load_pytorch_model(model_uri: str):
+    """``mlflow.pytorch.load_model`` with a one-line PersondetError for a URI that does not resolve."""
+    import mlflow
+
+    from persondet.errors import PersondetError
+
+    ensure_tracking_uri()
+    known_scheme = model_uri.startswith(("runs:/", "models:/")) or "://" in model_uri
+    if not known_scheme and not os.path.isdir(model_uri):
+        raise PersondetError(f"model_uri={model_uri!r} is not a model URI (runs:/<run_id>/model, "
+                             "models:/<name>/<version> or models:/<name>@<alias>)")
+    try:
+        return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - MlflowException, OSError...: all mean "no such model"
+        raise PersondetError(f"model_uri={model_uri!r} cannot be loaded: {_one_line(exc)}") from None
+
+
+def training_run_of(model_uri: str) -> str | None:
+    """The id of the run that logged the model behind ``model_uri`` (None when unknown)."""
+    if model_uri.startswith("runs:/"):
+        return model_uri[len("runs:/"):].split("/", 1)[0] or None
+    if model_uri.startswith("models:/"):
+        rest = model_uri[len("models:/"):].strip("/")
+        try:
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                version = client().get_model_version_by_alias(name, alias)
+            else:
+                name, number = rest.split("/", 1)
+                version = client().get_model_version(name, number)
+        except Exception:  # noqa: BLE001
+            return None
+        return version.run_id or (version.tags or {}).get("training_run_id")
+    return None
+
+
+def get_run(run_id: str):
+    """The mlflow Run, or None when it does not exist."""
+    try:
+        return client().get_run(run_id)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def download_run_artifact(run_id: str, artifact_path: str, dst_dir: str) -> str | None:
+    """Download one artifact of a run; None when the run has no such artifact."""
+    import mlflow
+
+    ensure_tracking_uri()
+    try:
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
+                                                   dst_path=dst_dir)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def log_to_other_run(run_id: str, metrics: Mapping[str, float] | None = None,
+                     tags: Mapping[str, Any] | None = None) -> None:
+    """Add metrics and tags to an existing (finished) run, e.g. a training run after its evaluation."""
+    if not is_main_process():
+        return
+    from mlflow.entities import Metric, RunTag
+    import time
+
+    now = int(time.time() * 1000)
+    client().log_batch(run_id,
+                       metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                       tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def search_runs(experiment_name: str, entry_point: str | None = None, status: str | None = None):
+    """Runs of an experiment (newest first), optionally only one entry point / status."""
+    from mlflow.entities import ViewType
+
+    c = client()
+    experiment = c.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    filters = []
+    if entry_point:
+        filters.append(f"tags.`persondet.entry_point` = '{entry_point}'")
+    if status:
+        filters.append(f"attributes.status = '{status}'")
+    runs, token = [], None
+    while True:
+        page = c.search_runs([experiment.experiment_id], " and ".join(filters),
+                             run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
+                             order_by=["attributes.start_time DESC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def model_versions(name: str = REGISTERED_MODEL) -> list:
+    """Every version of a registered model (empty when the model is not registered)."""
+    c = client()
+    try:
+        return list(c.search_model_versions(f"name = '{name}'", max_results=10000))
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def version_by_alias(name: str, alias: str):
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def promote_version(name: str, version: str, alias: str, stage: str, tags: Mapping[str, Any]) -> None:
+    """Move a version to ``stage`` (archiving the others there), point ``alias`` at it and tag it."""
+    import warnings
+
+    c = client()
+    with warnings.catch_warnings():  # stages are deprecated in MLflow; the study's users still ask for them
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        c.transition_model_version_stage(name, version, stage, archive_existing_versions=True)
+    c.set_registered_model_alias(name, alias, version)
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, str(value))
+
+
+def set_version_tags(name: str, version: str, tags: Mapping[str, Any]) -> None:
+    c = client()
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, str(value))

@@ -1,0 +1,333 @@
+"""The ``evaluate`` step: a logged model on any COCO-format test set, COCO metrics with AP50 first.
+
+Logs an evaluation run (metrics, COCO results file, precision-recall curve at IoU 0.5, example images)
+and adds ``<test_name>/AP50`` ... plus the test set digest to the model's training run, so the MLflow UI
+compares training runs directly.  A leakage guard flags test images that were also training images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persondet import tracking
+from persondet.config import EvaluateConfig
+from persondet.errors import PersondetError
+from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50
+
+GENERIC_STEMS = {"annotations", "annotation", "test", "gt", "labels", "instances", "val", "data"}
+DRAW_SCORE = 0.3  # detections drawn on example images: at least this score
+
+
+@dataclass
+class TestSet:
+    """A COCO-format test set, read and checked, with the person category resolved."""
+    annotations_path: Path
+    dataset: dict
+    category_id: int
+    image_paths: dict[int, Path]  # image id -> file
+    name: str
+    digest: str = ""
+    file_hashes: dict[int, str] = field(default_factory=dict)
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_test_name(annotations_path: Path) -> str:
+    stem = annotations_path.stem
+    name = annotations_path.parent.name if stem.lower() in GENERIC_STEMS else stem
+    return sanitize_name(name or stem)
+
+
+def sanitize_name(name: str) -> str:
+    """A name usable as an MLflow metric prefix."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "test"
+
+
+def resolve_person_category(categories: list[dict], wanted: str, where: str) -> int:
+    """The id of the category named ``wanted`` (case-insensitive), or ``wanted`` itself as an id."""
+    listing = ", ".join(f"{c.get('id')}:{c.get('name')}" for c in categories) or "none"
+    text = str(wanted).strip()
+    if re.fullmatch(r"-?\d+", text):
+        if any(c.get("id") == int(text) for c in categories):
+            return int(text)
+        raise PersondetError(f"{where}: no category with id {text} (categories: {listing}); "
+                             "set person_category to the person category's name or id")
+    matches = [c["id"] for c in categories if str(c.get("name", "")).strip().lower() == text.lower()]
+    if not matches:
+        raise PersondetError(f"{where}: no category named {text!r} (categories: {listing}); "
+                             "set person_category to the person category's name or id")
+    return int(matches[0])
+
+
+def load_test_set(annotations: str, images: str = "", person_category: str = "person",
+                  name: str = "") -> TestSet:
+    """Read a COCO json, resolve the person category and every image file; one-line errors otherwise.
+
+    Image files are ``images / file_name`` (default ``images``: the json's folder).  A prepared set
+    (a json with the ``persondet`` key) resolves files through its recorded roots.
+    """
+    path = Path(annotations).expanduser().resolve()
+    if not path.is_file():
+        raise PersondetError(f"test_annotations={annotations!r}: no such file")
+    try:
+        raw = path.read_bytes()
+        dataset = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        raise PersondetError(f"test_annotations={str(path)!r} is not valid JSON "
+                             f"({' '.join(str(exc).split())[:120]})") from None
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
+        raise PersondetError(f"test_annotations={str(path)!r} is not a COCO file (no 'images' list)")
+    if not dataset["images"]:
+        raise PersondetError(f"test_annotations={str(path)!r} is an empty test set (no images)")
+    category_id = resolve_person_category(dataset.get("categories") or [], person_category, str(path))
+    dataset.setdefault("annotations", [])
+    for ann in dataset["annotations"]:
+        if "bbox" not in ann or len(ann["bbox"]) != 4:
+            raise PersondetError(f"{path}: annotation id {ann.get('id')} has no [x, y, w, h] bbox")
+
+    roots = (dataset.get("persondet") or {}).get("roots") if not images else None
+    base = Path(images).expanduser().resolve() if images else path.parent
+    image_paths: dict[int, Path] = {}
+    missing = []
+    for image in dataset["images"]:
+        file_name = image.get("file_name", "")
+        if roots and "/" in file_name and file_name.split("/", 1)[0] in roots:
+            source, rest = file_name.split("/", 1)
+            file = Path(roots[source]) / rest
+        else:
+            file = base / file_name
+        if not file.is_file():
+            missing.append(str(file))
+        image_paths[image["id"]] = file
+    if missing:
+        raise PersondetError(f"{len(missing)} of {len(image_paths)} test images are missing, "
+                             f"e.g. {missing[0]!r} (test_images={str(base)!r})")
+    test_set = TestSet(path, dataset, category_id, image_paths, name or default_test_name(path))
+    digest = hashlib.sha256(raw)
+    for image_id in sorted(image_paths):
+        file_hash = _sha1(image_paths[image_id])
+        test_set.file_hashes[image_id] = file_hash
+        digest.update(f"{image_id}:{file_hash}".encode())
+    test_set.digest = digest.hexdigest()[:16]
+    return test_set
+
+
+def _read_rgb(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.array(img.convert("RGB"))  # a writable copy, as torch.from_numpy wants
+
+
+def detect(detector, test_set: TestSet, batch_size: int, label: int = 1) -> list[dict]:
+    """Batched inference with a torchvision detector; COCO result dicts for the person category."""
+    import torch
+    from tqdm import tqdm
+
+    detector.eval()
+    ids = sorted(test_set.image_paths)
+    results: list[dict] = []
+    with torch.inference_mode(), tqdm(total=len(ids), desc="evaluate", unit="img",
+                                      file=sys.stderr, mininterval=1.0) as bar:
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start:start + batch_size]
+            batch = [torch.from_numpy(_read_rgb(test_set.image_paths[i])).permute(2, 0, 1).float() / 255.0
+                     for i in chunk]
+            for image_id, out in zip(chunk, detector(batch)):
+                for box, score, lab in zip(out["boxes"].tolist(), out["scores"].tolist(),
+                                           out["labels"].tolist()):
+                    if lab != label:
+                        continue
+                    x1, y1, x2, y2 = box
+                    results.append({"image_id": image_id, "category_id": test_set.category_id,
+                                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                                    "score": round(float(score), 5)})
+            bar.update(len(chunk))
+    return results
+
+
+def draw_example(image_path: Path, gt_boxes: list, detections: list[dict], out_path: Path,
+                 title: str = "") -> None:
+    """Ground truth in green, detections (score >= DRAW_SCORE) in red with their score."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(image_path) as img:
+        canvas = img.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    for x, y, w, h in gt_boxes:
+        draw.rectangle([x, y, x + w, y + h], outline=(0, 200, 0), width=2)
+    for det in detections:
+        if det["score"] < DRAW_SCORE:
+            continue
+        x, y, w, h = det["bbox"]
+        draw.rectangle([x, y, x + w, y + h], outline=(230, 0, 0), width=2)
+        draw.text((x + 2, y + 2), f"{det['score']:.2f}", fill=(230, 0, 0))
+    if title:
+        draw.text((4, 4), title, fill=(255, 255, 0))
+    canvas.save(out_path)
+
+
+def gt_boxes_by_image(test_set: TestSet) -> dict[int, list]:
+    boxes: dict[int, list] = {}
+    for ann in test_set.dataset["annotations"]:
+        if ann.get("category_id") == test_set.category_id:
+            boxes.setdefault(ann["image_id"], []).append(ann["bbox"])
+    return boxes
+
+
+def _plot_pr(recall, precision, ap50: float, out_path: Path, label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    valid = precision >= 0
+    ax.plot(recall[valid], precision[valid], label=f"{label} (AP50={ap50:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("precision-recall at IoU 0.5")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+# --- leakage guard --------------------------------------------------------------------------------
+
+def training_image_files(training_run_id: str, workdir: str) -> list[Path]:
+    """The image files of the training run's prepared set, read through tracking (empty if unknown)."""
+    run = tracking.get_run(training_run_id)
+    if run is None:
+        return []
+    data = run.data.params.get("data", "")
+    train_json = None
+    if data and tracking.get_run(data) is not None:  # a prepare run id
+        train_json = tracking.download_run_artifact(data, "prepared/train.json", workdir)
+    elif data and os.path.isfile(data):
+        train_json = data
+    if not train_json:
+        return []
+    with open(train_json) as f:
+        dataset = json.load(f)
+    roots = (dataset.get("persondet") or {}).get("roots") or {}
+    base = Path(train_json).resolve().parent
+    files = []
+    for image in dataset.get("images", []):
+        name = image.get("file_name", "")
+        source, _, rest = name.partition("/")
+        files.append(Path(roots[source]) / rest if roots and source in roots else base / name)
+    return files
+
+
+def find_leaks(test_set: TestSet, training_files: list[Path]) -> list[int]:
+    """Test image ids whose file is a training file: same resolved path, or same bytes."""
+    train_paths = {os.path.realpath(p) for p in training_files}
+    by_size: dict[int, list[Path]] = {}
+    for p in training_files:
+        try:
+            by_size.setdefault(os.path.getsize(p), []).append(p)
+        except OSError:
+            continue
+    leaked = []
+    for image_id, path in test_set.image_paths.items():
+        if os.path.realpath(path) in train_paths:
+            leaked.append(image_id)
+            continue
+        candidates = by_size.get(os.path.getsize(path), [])
+        if any(_sha1(p) == test_set.file_hashes[image_id] for p in candidates):
+            leaked.append(image_id)
+    return sorted(leaked)
+
+
+# --- the step -------------------------------------------------------------------------------------
+
+def _demo_test_set(config: EvaluateConfig) -> tuple[str, str]:
+    from persondet.synth import ensure_demo_data
+
+    demo = ensure_demo_data(seed=config.demo_seed)
+    return str(demo.inhouse_annotations), str(demo.inhouse_images)
+
+
+def evaluate(config: EvaluateConfig) -> dict[str, Any]:
+    """Evaluate ``config.model_uri`` on the test set; returns metrics, run ids, digest and leakage."""
+    annotations, images = config.test_annotations, config.test_images
+    if not annotations:
+        annotations, images = _demo_test_set(config)
+    test_set = load_test_set(annotations, images, config.person_category, sanitize_name(config.test_name)
+                             if config.test_name else "")
+    model = tracking.load_pytorch_model(config.model_uri)
+    detector = getattr(model, "detector", model)
+    training_run_id = tracking.training_run_of(config.model_uri)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        leaked = []
+        if training_run_id:
+            leaked = find_leaks(test_set, training_image_files(training_run_id, str(tmpdir / "train")))
+        if leaked:
+            print(f"persondet: WARNING: DATA LEAKAGE: {len(leaked)} of {len(test_set.image_paths)} test "
+                  f"images of {test_set.name!r} are also training images of run {training_run_id}; "
+                  "these metrics overstate the model", file=sys.stderr)
+
+        detections = detect(detector, test_set, config.batch_size)
+        stats, evaluator = coco_metrics(test_set.dataset, detections, test_set.category_id, return_eval=True)
+        headline = {name: stats[name] for name in HEADLINE}
+
+        out = tmpdir / "evaluation"
+        (out / "examples").mkdir(parents=True)
+        (out / "detections.json").write_text(json.dumps(detections))
+        recall, precision = precision_recall_at_iou50(evaluator)
+        _plot_pr(recall, precision, stats["AP50"], out / "pr_curve_iou50.png", test_set.name)
+        gt = gt_boxes_by_image(test_set)
+        by_image: dict[int, list] = {}
+        for det in detections:
+            by_image.setdefault(det["image_id"], []).append(det)
+        for image_id in sorted(test_set.image_paths)[:config.examples]:
+            draw_example(test_set.image_paths[image_id], gt.get(image_id, []), by_image.get(image_id, []),
+                         out / "examples" / f"{image_id}.png")
+        (out / "metrics.json").write_text(json.dumps(stats, indent=2))
+
+        tags = {"persondet.model_uri": config.model_uri, "persondet.training_run_id": training_run_id or "",
+                "persondet.test_name": test_set.name, "persondet.test_digest": test_set.digest,
+                "persondet.leakage": str(bool(leaked)).lower(), "persondet.leakage_count": len(leaked)}
+        with tracking.start_run("evaluate", run_name=f"evaluate {test_set.name}", tags=tags) as run:
+            params = config.to_params()
+            params.update(test_annotations=str(test_set.annotations_path), test_name=test_set.name,
+                          test_images=images or str(test_set.annotations_path.parent),
+                          test_digest=test_set.digest, training_run_id=training_run_id or "",
+                          person_category_id=str(test_set.category_id),
+                          test_images_count=str(len(test_set.image_paths)))
+            tracking.log_params(params)
+            tracking.log_metrics(headline)
+            tracking.log_metrics({"leaked_images": len(leaked)})
+            tracking.log_artifacts(str(out), "evaluation")
+            run_id = run.info.run_id if run is not None else None
+
+    if training_run_id and config.log_to_training_run and tracking.get_run(training_run_id) is not None:
+        tracking.log_to_other_run(
+            training_run_id, metrics={f"{test_set.name}/{k}": v for k, v in headline.items()},
+            tags={f"{test_set.name}/digest": test_set.digest, f"{test_set.name}/evaluation_run_id": run_id,
+                  **({f"{test_set.name}/leakage": "true"} if leaked else {})})
+    print(" ".join(f"{k}={v:.4f}" for k, v in headline.items()) + f"  ({test_set.name}, "
+          f"{len(test_set.image_paths)} images, digest {test_set.digest})")
+    return {"metrics": headline, "run_id": run_id, "training_run_id": training_run_id,
+            "test_name": test_set.name, "test_digest": test_set.digest, "leaked": leaked,
+            "detections": len(detections)}
