@@ -1,0 +1,17 @@
+# The MLflow tracking server of docker-compose.yml: mlflow with the basic-auth app and the PostgreSQL
+# driver, started by scripts/start-tracking-server.sh (the same script the integration tests run).
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# The same requirement strings as pyproject.toml (tests/test_compose.py keeps them equal).
+RUN pip install "mlflow[auth]>=3.5,<4" "psycopg2-binary>=2.9"
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY persondet ./persondet
+COPY scripts/start-tracking-server.sh ./scripts/start-tracking-server.sh
+# persondet.server only needs mlflow; skip the training dependencies (torch) in this image.
+RUN pip install --no-deps . \
+ && useradd --system --uid 10001 --home-dir /app mlflow \
+ && mkdir -p /mlflow/artifacts && chown mlflow /mlflow/artifacts
+USER mlflow
+EXPOSE 5000
+CMD ["bash", "scripts/start-tracking-server.sh"]
