@@ -168,6 +168,7 @@ class TrainConfig(ConfigBase):
     seed: int = 0
     deterministic: bool = False
     resume: str = ""  # a training run id or a checkpoint file
+    checkpoint_dir: str = ""  # also keep last.pt here (it is always logged as checkpoints/last.pt)
     source_weights: str = ""  # e.g. "coco=1,cuhk=2": per-source sampling weights
     val_annotations: str = ""  # optional COCO-format set evaluated each epoch (val/AP50)
     val_images: str = ""

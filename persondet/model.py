@@ -182,6 +182,7 @@ class PersonDetector(nn.Module):
         self.max_detections = int(max_detections)
         self.eval()
 
+    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.detector.training:  # torchvision's training mode needs targets
             self.detector.eval()

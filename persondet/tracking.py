@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from persondet.distributed import is_main_process
 
@@ -223,3 +223,168 @@ def set_version_tags(name: str, version: str, tags: Mapping[str, Any]) -> None:
     c = client()
     for key, value in tags.items():
         c.set_model_version_tag(name, version, key, str(value))
+
+
+# --- training (issue 3) ------------------------------------------------------------------------------
+
+class TrackingUnreachable(Exception):
+    pass
+
+
+def _unreachable_error(exc: BaseException):
+    from persondet.errors import PersondetError
+
+    import mlflow
+
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7 (MLflow's default)")
+    return PersondetError(f"cannot reach the MLflow tracking server at {mlflow.get_tracking_uri()} "
+                          f"after {retries} retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT set "
+                          f"them): {_one_line(exc)[:200]}")
+
+
+def create_training_run(run_name: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+    """Create (not start) a run for a multi-process training; the workers' rank 0 resumes it."""
+    import mlflow
+
+    ensure_tracking_uri()
+    try:
+        experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        run = client().create_run(experiment.experiment_id, run_name=run_name,
+                                  tags={"persondet.entry_point": "train", **(tags or {})})
+    except Exception as exc:  # noqa: BLE001 - MlflowException or a requests error: the server is away
+        raise _unreachable_error(exc) from None
+    return run.info.run_id
+
+
+def end_run_if_running(run_id: str, status: str) -> None:
+    """Mark a run ended (e.g. FAILED after its worker processes died) unless it already is."""
+    run = get_run(run_id)
+    if run is not None and run.info.status == "RUNNING":
+        client().set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def training_run(run_id: str | None = None, run_name: str | None = None,
+                 tags: Mapping[str, str] | None = None,
+                 is_stop: Callable[[BaseException], bool] = lambda exc: False) -> Iterator[Any]:
+    """The training's one run (rank 0 only): new, the launcher's, ``mlflow run``'s, or a resumed one.
+
+    Ends FINISHED, FAILED on an error, KILLED when ``is_stop(exc)`` says it was stopped (e.g. a pruned
+    optuna trial). System metrics (CPU, memory, GPU via nvidia-ml-py) are sampled while it runs.
+    """
+    if not is_main_process():
+        yield None
+        return
+    import mlflow
+
+    ensure_tracking_uri()
+    try:
+        if not run_id and not os.environ.get("MLFLOW_RUN_ID"):
+            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        # Inside another active run (an optuna study's parent run) a new training run is nested.
+        nested = not run_id and mlflow.active_run() is not None
+        run = mlflow.start_run(run_id=run_id or None, run_name=None if run_id else run_name,
+                               tags={"persondet.entry_point": "train", **(tags or {})},
+                               nested=nested, log_system_metrics=True)
+    except Exception as exc:  # noqa: BLE001
+        raise _unreachable_error(exc) from None
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    except BaseException as exc:
+        status = "KILLED" if is_stop(exc) else "FAILED"
+        raise
+    finally:
+        try:
+            mlflow.flush_async_logging()
+        finally:
+            mlflow.end_run(status)
+
+
+def active_run_id() -> str | None:
+    import mlflow
+
+    run = mlflow.active_run() if is_main_process() else None
+    return run.info.run_id if run else None
+
+
+def metric_last_steps(run_id: str, keys) -> dict[str, int]:
+    """The highest step already logged for each key (a resumed training skips those steps)."""
+    c = client()
+    last = {}
+    for key in keys:
+        history = c.get_metric_history(run_id, key)
+        if history:
+            last[key] = max(m.step for m in history)
+    return last
+
+
+class MetricLogger:
+    """Buffers per-step metrics and sends them in batches, asynchronously (low overhead per step).
+
+    ``skip`` maps a key to the last step already in the run: those steps are not logged again, so a
+    resumed training holds each step's metrics exactly once.
+    """
+
+    def __init__(self, run_id: str | None, flush_every: int = 200, skip: Mapping[str, int] | None = None):
+        self.run_id = run_id if is_main_process() else None
+        self.flush_every = flush_every
+        self.skip = dict(skip or {})
+        self.pending: list = []
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.run_id is None:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if step > self.skip.get(key, -1):
+                self.pending.append(Metric(key, float(value), now, int(step)))
+        if len(self.pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self, synchronous: bool = False) -> None:
+        if self.run_id is None:
+            return
+        if self.pending:
+            client().log_batch(self.run_id, metrics=self.pending, synchronous=synchronous)
+            self.pending = []
+        if synchronous:
+            import mlflow
+
+            mlflow.flush_async_logging()
+
+
+def log_checkpoint(path: str) -> None:
+    """The latest checkpoint as the run artifact ``checkpoints/<name>`` (overwritten each epoch)."""
+    log_artifact(path, artifact_path="checkpoints")
+
+
+def log_detector(module, input_example, output_example, registered_name: str | None,
+                 version_tags: Mapping[str, Any]) -> str | None:
+    """Log the serving module as ``model`` (signature, input example); register it and tag the version.
+
+    Returns the registered version (None when not registered or not rank 0).
+    """
+    if not is_main_process():
+        return None
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    # Any batch size and image size: only the channel count and the output row layout are fixed.
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,) + tuple(output_example.shape[1:]))]))
+    info = mlflow.pytorch.log_model(module, name="model", signature=signature,
+                                    input_example=input_example, registered_model_name=registered_name,
+                                    serialization_format="pickle")
+    version = getattr(info, "registered_model_version", None)
+    if registered_name and version is not None:
+        set_version_tags(registered_name, str(version), version_tags)
+    return None if version is None else str(version)

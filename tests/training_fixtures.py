@@ -1,0 +1,44 @@
+"""Tiny generated training data for the training tests: JPEGs with bright boxes, a prepared COCO file."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+
+def make_prepared_set(root: Path, images: int = 8, seed: int = 0, size=(96, 72),
+                      sources=("coco", "cuhk")) -> Path:
+    """A prepared-set json (with the "persondet" key and two source roots); returns its path."""
+    rng = random.Random(seed)
+    roots = {s: root / f"{s}_root" for s in sources}
+    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}],
+           "persondet": {"mix": "+".join(sources), "roots": {s: str(p) for s, p in roots.items()},
+                         "cuhk_split": "all", "digest": "test"}}
+    for i in range(1, images + 1):
+        source = sources[i % len(sources)]
+        w, h = size if i % 3 else (size[1], size[0])  # some portrait images
+        img = Image.new("L" if i == 1 else "RGB", (w, h), 30)  # image 1 is grayscale
+        draw = ImageDraw.Draw(img)
+        bw, bh = rng.randint(10, 20), rng.randint(20, 35)
+        x, y = rng.randint(0, w - bw - 1), rng.randint(0, h - bh - 1)
+        draw.rectangle([x, y, x + bw, y + bh], fill=230 if i == 1 else (230, 200, 40))
+        name = f"img/{i:03d}.jpg"
+        path = roots[source] / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, quality=95)
+        doc["images"].append({"id": i, "file_name": f"{source}/{name}", "width": w, "height": h,
+                              "source": source, "original_file_name": name})
+        if i != 2:  # image 2 has no person
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": i, "category_id": 1,
+                                       "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0,
+                                       "person_id": -1, "ishard": 0})
+        if i == 3:  # a crowd region: never a training box
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": i, "category_id": 1,
+                                       "bbox": [0, 0, 30, 30], "area": 900, "iscrowd": 1,
+                                       "person_id": -1, "ishard": 0})
+    out = root / "train.json"
+    out.write_text(json.dumps(doc))
+    return out
