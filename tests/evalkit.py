@@ -53,6 +53,15 @@ def untrained_detector(seed: int = 0):
     return PersonDetector(detector, max_detections=20)
 
 
+def serving_signature():
+    """The signature training logs: uint8 [N, H, W, 3] in, float32 [N, max_detections, 6] out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 20, 6))]))
+
+
 def log_training_run(data: str = "", mix: str = "coco+cuhk", batch_size: int = 8, seed: int = 0,
                      register: bool = True, experiment: str = "persondet", extra_params=None) -> tuple[str, str]:
     """A run shaped like a training run: params, the logged model, a registered version with the
@@ -66,7 +75,7 @@ def log_training_run(data: str = "", mix: str = "coco+cuhk", batch_size: int = 8
                            "gpu_type": "cpu", "gpu_count": 0, **(extra_params or {})})
         mlflow.log_metric("time_per_iter_s", 0.5 * batch_size / 8)
         info = mlflow.pytorch.log_model(model, name="model", pip_requirements=["torch", "torchvision"],
-                                        serialization_format="pickle")
+                                        serialization_format="pickle", signature=serving_signature())
     version = ""
     if register:
         mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", "persondet",
