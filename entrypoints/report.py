@@ -1,5 +1,22 @@
-"""MLflow entry point `report` (not implemented yet)."""
+"""MLflow entry point `report`: rebuild the study's tables and figures (dataset statistics, time per
+batch by GPU configuration, AP50 by dataset mix and batch size, coco-only vs merged detections) from an
+experiment's runs, as one static report.html logged to a report run."""
 
+import argparse
 import sys
 
-sys.exit("persondet: error: the 'report' entry point is not implemented yet")
+from persondet.cli import add_config_arguments, config_from_args, run_cli
+from persondet.config import ReportConfig
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_config_arguments(parser, ReportConfig)
+    config = config_from_args(ReportConfig, parser.parse_args(argv))
+    from persondet.report import report
+
+    report(config)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,273 @@
+"""The ``report`` step: the study's tables and figures rebuilt from an experiment's runs.
+
+Sections: dataset statistics (prepare runs' ``stats.json``), training speed as time per batch for every
+(gpu_type x gpu_count) and batch size (bar chart + ratio tables), AP50 by dataset mix (rows) and batch
+size (columns) from the training runs' ``<test_name>/AP50``, and the coco-only and merged models'
+detections side by side on the same test images.  Written as one static ``report.html`` (images
+embedded) and logged, with the figures and tables, as artifacts of a report run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from persondet import tracking
+from persondet.config import ReportConfig
+from persondet.errors import PersondetError
+
+MIX_ORDER = {"coco": 0, "cuhk": 1, "coco+cuhk": 2}
+
+
+def _num(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _sort_key(value: str):
+    number = _num(value)
+    return (0, number, "") if number is not None else (1, 0.0, value)
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+def dataset_stats(prepare_runs, workdir: str) -> list[list[str]]:
+    """One row per dataset (each source, each merged mix), the newest prepare run winning."""
+    rows: dict[str, list[str]] = {}
+    for run in prepare_runs:  # newest first
+        local = tracking.download_run_artifact(run.info.run_id, "stats.json", os.path.join(workdir, run.info.run_id))
+        if not local:
+            continue
+        stats = json.loads(Path(local).read_text())
+        mix = run.data.params.get("mix", "")
+        split = run.data.params.get("cuhk_split", "")
+        for key, value in stats.items():
+            if not isinstance(value, dict) or "images" not in value:
+                continue
+            name = mix if key in ("merged", "all", "total") else key
+            if name == "cuhk" and split:
+                name = f"cuhk ({split})"
+            if name not in rows:
+                rel = _num(value.get("avg_rel_size"))
+                rows[name] = [name, str(value.get("images", "")), str(value.get("objects", "")),
+                              "" if rel is None else f"{rel:.4f}"]
+    ordered = sorted(rows.values(), key=lambda r: (MIX_ORDER.get(r[0].split(" ")[0], 9), r[0]))
+    return [["dataset", "images", "objects", "avg_rel_size"], *ordered]
+
+
+def speed_table(train_runs) -> dict[tuple[str, int], float]:
+    """(gpu configuration, batch size) -> mean time per batch (s) over the runs that have it."""
+    values: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for run in train_runs:
+        t = run.data.metrics.get("time_per_iter_s")
+        bs = _num(run.data.params.get("batch_size"))
+        if t is None or bs is None:
+            continue
+        gpu = run.data.params.get("gpu_type", "?")
+        count = run.data.params.get("gpu_count", "0")
+        label = gpu if gpu == "cpu" or count in ("", "0") else f"{gpu} x{count}"
+        values[(label, int(bs))].append(float(t))
+    return {k: sum(v) / len(v) for k, v in values.items()}
+
+
+def speed_rows(speed: dict[tuple[str, int], float]) -> tuple[list[list[str]], list[list[list[str]]]]:
+    """The time-per-batch table and, per batch size, a matrix of speed ratios between configurations."""
+    configs = sorted({c for c, _ in speed})
+    sizes = sorted({b for _, b in speed})
+    table = [["configuration", *[f"batch {b}: s/batch" for b in sizes]]]
+    for c in configs:
+        table.append([c, *[f"{speed[(c, b)]:.4f}" if (c, b) in speed else "-" for b in sizes]])
+    ratios = []
+    for b in sizes:
+        present = [c for c in configs if (c, b) in speed]
+        matrix = [[f"batch {b}: row is N x faster than column", *present]]
+        for row in present:
+            matrix.append([row, *[f"{speed[(col, b)] / speed[(row, b)]:.2f}" for col in present]])
+        ratios.append(matrix)
+    return table, ratios
+
+
+def choose_test_name(train_runs, wanted: str = "") -> str:
+    if wanted:
+        return wanted
+    counts = Counter(key[: -len("/AP50")] for run in train_runs for key in run.data.metrics
+                     if key.endswith("/AP50"))
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if counts else ""
+
+
+def ap50_table(train_runs, test_name: str) -> list[list[str]]:
+    """AP50 on ``test_name``: dataset mix as rows, batch size as columns (the newest run per cell)."""
+    cells: dict[tuple[str, str], float] = {}
+    for run in train_runs:  # newest first
+        value = run.data.metrics.get(f"{test_name}/AP50")
+        if value is None:
+            continue
+        key = (run.data.params.get("dataset_mix", "?"), run.data.params.get("batch_size", "?"))
+        cells.setdefault(key, value)
+    mixes = sorted({m for m, _ in cells}, key=lambda m: (MIX_ORDER.get(m, 9), m))
+    sizes = sorted({b for _, b in cells}, key=_sort_key)
+    table = [["dataset_mix \\ batch_size", *sizes]]
+    for m in mixes:
+        table.append([m, *[f"{cells[(m, b)]:.4f}" if (m, b) in cells else "-" for b in sizes]])
+    return table
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+def speed_chart(speed: dict[tuple[str, int], float], out_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    configs = sorted({c for c, _ in speed})
+    sizes = sorted({b for _, b in speed})
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(configs) + 2), 4))
+    width = 0.8 / max(1, len(sizes))
+    x = np.arange(len(configs))
+    for i, b in enumerate(sizes):
+        ax.bar(x + i * width, [speed.get((c, b), 0.0) for c in configs], width, label=f"batch {b}")
+    ax.set_xticks(x + width * (len(sizes) - 1) / 2)
+    ax.set_xticklabels(configs, rotation=15, ha="right")
+    ax.set_ylabel("time per batch (s)")
+    ax.set_title("training speed by GPU configuration")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+def _best_run(train_runs, mix: str, test_name: str):
+    scored = [r for r in train_runs if r.data.params.get("dataset_mix") == mix
+              and f"{test_name}/AP50" in r.data.metrics]
+    return max(scored, key=lambda r: r.data.metrics[f"{test_name}/AP50"], default=None)
+
+
+def side_by_side(train_runs, eval_runs, test_name: str, examples: int, out_dir: Path) -> list[Path]:
+    """The best coco-only and best merged models' detections on the same test images, side by side."""
+    from PIL import Image
+
+    from persondet.evaluation import detect, draw_example, gt_boxes_by_image, load_test_set
+
+    coco, merged = _best_run(train_runs, "coco", test_name), _best_run(train_runs, "coco+cuhk", test_name)
+    evaluation = next((r for r in eval_runs if r.data.params.get("test_name") == test_name), None)
+    if not (coco and merged and evaluation and examples):
+        return []
+    p = evaluation.data.params
+    test_set = load_test_set(p["test_annotations"], p.get("test_images", ""),
+                             p.get("person_category_id") or p.get("person_category", "person"), test_name)
+    ids = sorted(test_set.image_paths)[:examples]
+    test_set.image_paths = {i: test_set.image_paths[i] for i in ids}
+    gt = gt_boxes_by_image(test_set)
+    panels: dict[int, list[Path]] = defaultdict(list)
+    for label, run in (("coco", coco), ("coco+cuhk", merged)):
+        model = tracking.load_pytorch_model(f"runs:/{run.info.run_id}/model")
+        detections = detect(getattr(model, "detector", model), test_set, batch_size=2)
+        for i in ids:
+            path = out_dir / f"panel_{label.replace('+', '_')}_{i}.png"
+            ap = run.data.metrics[f"{test_name}/AP50"]
+            draw_example(test_set.image_paths[i], gt.get(i, []), [d for d in detections if d["image_id"] == i],
+                         path, title=f"{label} (AP50 {ap:.3f})")
+            panels[i].append(path)
+    outputs = []
+    for i in ids:
+        left, right = (Image.open(p).convert("RGB") for p in panels[i])
+        canvas = Image.new("RGB", (left.width + right.width + 8, max(left.height, right.height)), "white")
+        canvas.paste(left, (0, 0))
+        canvas.paste(right, (left.width + 8, 0))
+        out = out_dir / f"side_by_side_{i}.png"
+        canvas.save(out)
+        outputs.append(out)
+        for p in panels[i]:
+            p.unlink()
+    return outputs
+
+
+# --- html -----------------------------------------------------------------------------------------
+
+def _html_table(rows: list[list[str]]) -> str:
+    if len(rows) < 2:
+        return "<p><em>no runs with this information</em></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _markdown(rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(experiment: str, test_name: str, stats, speed_tab, ratios, ap_tab, chart, examples) -> str:
+    parts = [f"<h1>persondet study: {html.escape(experiment)}</h1>",
+             "<h2>Datasets</h2>", _html_table(stats),
+             "<h2>Training speed (time per batch)</h2>", _html_table(speed_tab)]
+    parts += [_html_table(m) for m in ratios]
+    if chart:
+        parts.append(_img(chart))
+    parts += [f"<h2>AP50 on {html.escape(test_name or '(no evaluated test set)')}</h2>", _html_table(ap_tab),
+              "<h2>coco-only vs merged model (green: ground truth, red: detections)</h2>"]
+    parts += [_img(p) for p in examples] or ["<p><em>needs an evaluated coco and coco+cuhk model</em></p>"]
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #999;padding:4px 8px;text-align:right}img{max-width:100%;margin:4px}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>persondet report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def report(config: ReportConfig) -> dict[str, Any]:
+    train_runs = tracking.search_runs(config.experiment, "train", "FINISHED")
+    prepare_runs = tracking.search_runs(config.experiment, "prepare", "FINISHED")
+    eval_runs = tracking.search_runs(config.experiment, "evaluate", "FINISHED")
+    if not (train_runs or prepare_runs):
+        raise PersondetError(f"experiment={config.experiment!r} has no finished prepare or train runs to report on")
+    test_name = choose_test_name(train_runs, config.test_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report"
+        out.mkdir()
+        stats = dataset_stats(prepare_runs, str(Path(tmp) / "downloads"))
+        speed = speed_table(train_runs)
+        speed_tab, ratios = speed_rows(speed)
+        chart = None
+        if speed:
+            chart = out / "time_per_batch.png"
+            speed_chart(speed, chart)
+        ap_tab = ap50_table(train_runs, test_name)
+        examples = side_by_side(train_runs, eval_runs, test_name, config.examples, out)
+        page = render_html(config.experiment, test_name, stats, speed_tab, ratios, ap_tab, chart, examples)
+        (out / "report.html").write_text(page)
+        (out / "tables.md").write_text(
+            "## datasets\n\n" + _markdown(stats) + "\n## time per batch\n\n" + _markdown(speed_tab) + "\n"
+            + "".join(_markdown(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n" + _markdown(ap_tab))
+        with tracking.start_run("report", run_name=f"report {config.experiment}",
+                                tags={"persondet.test_name": test_name}) as run:
+            tracking.log_params(config.to_params())
+            tracking.log_artifacts(str(out), "report")
+            run_id = run.info.run_id if run is not None else None
+        html_path = None
+        if config.output_dir:
+            target = Path(config.output_dir)
+            target.mkdir(parents=True, exist_ok=True)
+            tmp_html = target / ".report.html.tmp"
+            tmp_html.write_text(page)
+            os.replace(tmp_html, target / "report.html")
+            html_path = str(target / "report.html")
+    print(_markdown(ap_tab) if len(ap_tab) > 1 else "no AP50 results yet")
+    return {"run_id": run_id, "test_name": test_name, "ap50": ap_tab, "speed": speed_tab, "ratios": ratios,
+            "stats": stats, "examples": len(examples), "html": html_path}

@@ -1,0 +1,80 @@
+"""report: tables and figures rebuilt from an experiment's runs into one static HTML page."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import evalkit
+from persondet.config import EvaluateConfig, ReportConfig
+from persondet.errors import PersondetError
+from persondet.evaluation import evaluate
+from persondet.report import report
+
+
+def _prepare_run(mix: str, stats: dict, tmp_path):
+    import mlflow
+
+    with mlflow.start_run(tags={"persondet.entry_point": "prepare"}):
+        mlflow.log_params({"mix": mix, "cuhk_split": "all"})
+        path = tmp_path / "stats.json"
+        path.write_text(json.dumps(stats))
+        mlflow.log_artifact(str(path))
+
+
+def _speed_run(gpu: str, count: int, batch_size: int, t: float, mix: str = "coco+cuhk"):
+    import mlflow
+
+    with mlflow.start_run(tags={"persondet.entry_point": "train"}):
+        mlflow.log_params({"gpu_type": gpu, "gpu_count": count, "batch_size": batch_size, "dataset_mix": mix})
+        mlflow.log_metric("time_per_iter_s", t)
+
+
+@pytest.mark.slow
+def test_report_rebuilds_the_study(tmp_path, monkeypatch):
+    import mlflow
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_experiment("persondet")
+    with pytest.raises(PersondetError, match="no finished prepare or train runs"):
+        report(ReportConfig())
+
+    _prepare_run("coco+cuhk", {"coco": {"images": 10, "objects": 30, "avg_rel_size": 0.08},
+                               "cuhk": {"images": 5, "objects": 20, "avg_rel_size": 0.01},
+                               "merged": {"images": 15, "objects": 50, "avg_rel_size": 0.052}}, tmp_path)
+    for gpu, count, t in (("Tesla V100-SXM2-16GB", 4, 1.4), ("NVIDIA A100-SXM4-40GB", 4, 1.0),
+                          ("NVIDIA A100-SXM4-40GB", 8, 0.5)):
+        _speed_run(gpu, count, 8, t)
+        _speed_run(gpu, count, 16, 2 * t)
+    annotations = evalkit.write_test_set(tmp_path / "inhouse", n_images=3)
+    runs = {}
+    for mix, seed in (("coco", 1), ("coco+cuhk", 2)):
+        runs[mix], _ = evalkit.log_training_run(mix=mix, seed=seed, register=False)
+        evaluate(EvaluateConfig(model_uri=f"runs:/{runs[mix]}/model", test_annotations=str(annotations),
+                                test_images=str(tmp_path / "inhouse" / "images"), person_category="pedestrian",
+                                examples=0))
+
+    result = report(ReportConfig(output_dir=str(tmp_path / "out"), examples=2))
+    assert result["test_name"] == "inhouse"
+    assert result["stats"][1:] == [["coco", "10", "30", "0.0800"], ["cuhk (all)", "5", "20", "0.0100"],
+                                   ["coco+cuhk", "15", "50", "0.0520"]]
+    ap = {row[0]: row[1:] for row in result["ap50"][1:]}
+    assert result["ap50"][0][1:] == ["8"] and set(ap) == {"coco", "coco+cuhk"}
+    client = mlflow.MlflowClient()
+    for mix, run_id in runs.items():
+        assert ap[mix] == [f"{client.get_run(run_id).data.metrics['inhouse/AP50']:.4f}"]
+    ratios8 = {row[0]: dict(zip(result["ratios"][0][0][1:], row[1:])) for row in result["ratios"][0][1:]}
+    assert ratios8["NVIDIA A100-SXM4-40GB x4"]["Tesla V100-SXM2-16GB x4"] == "1.40"
+    assert ratios8["NVIDIA A100-SXM4-40GB x8"]["NVIDIA A100-SXM4-40GB x4"] == "2.00"
+    assert result["examples"] == 2
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 3  # speed chart + 2 examples
+    assert "Tesla V100-SXM2-16GB x4" in page and "cpu" in page
+    artifacts = {a.path for a in client.list_artifacts(result["run_id"], "report")}
+    assert {"report/report.html", "report/time_per_batch.png", "report/tables.md"} <= artifacts
+    assert client.get_run(result["run_id"]).data.tags["persondet.entry_point"] == "report"
