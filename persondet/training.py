@@ -274,6 +274,7 @@ def _train(config: TrainConfig, on_epoch_end: EpochCallback | None) -> dict[str,
         finally:
             logger.flush(synchronous=True)
 
+        _write_weights_digest(detector)
         time_per_iter = timed_s / timed_n if timed_n else float("nan")
         results = {"train_time_s": train_time, "time_per_iter_s": time_per_iter,
                    "images_per_s": config.batch_size / time_per_iter if timed_n else float("nan"),
@@ -292,6 +293,21 @@ def _train(config: TrainConfig, on_epoch_end: EpochCallback | None) -> dict[str,
             if version is not None:
                 tracking.set_tags({"persondet.model_version": version})
     return results
+
+
+def _write_weights_digest(detector: torch.nn.Module) -> None:
+    """With PERSONDET_WEIGHTS_DIGEST_DIR set, every rank writes a hash of its final weights there
+    (rank<r>.sha256): a check that DDP replicas stayed identical."""
+    import hashlib
+
+    folder = os.environ.get("PERSONDET_WEIGHTS_DIGEST_DIR")
+    if not folder:
+        return
+    digest = hashlib.sha256()
+    for name, tensor in sorted(detector.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    Path(folder, f"rank{get_rank()}.sha256").write_text(digest.hexdigest())
 
 
 def _epoch_callback(callback: EpochCallback | None, epoch: int, metrics: dict, stopped: list) -> None:
