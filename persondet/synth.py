@@ -329,27 +329,53 @@ def _render_scene(rng, W, H, shapes, clutter=(2, 6)):
     return img
 
 
-def _coco_split(root: Path, split: str, stream: int, seed: int, ids: np.ndarray, sizes: np.ndarray,
-                has_person: np.ndarray, sink: _ImageSink, params: dict) -> dict:
-    images, annotations = [], []
-    next_ann = 1 + stream * 10_000_000
-    for i, (image_id, (W, H), hp) in enumerate(zip(ids.tolist(), sizes.tolist(), has_person.tolist())):
-        file_name = f"{image_id:012d}.jpg"
-        images.append({"license": 1 + i % 8, "file_name": file_name,
-                       "coco_url": f"http://images.cocodataset.org/{split}/{file_name}",
-                       "height": H, "width": W, "date_captured": "2013-11-14 16:28:13",
-                       "flickr_url": "http://farm4.staticflickr.com/demo.jpg", "id": image_id})
-        anns, shapes, rng = _coco_image_annotations(seed, stream, i, image_id, W, H, hp, first_ann_id=next_ann,
-                                                    **params)
-        next_ann += sum(1 for a in anns if not a["iscrowd"])
-        annotations.extend(anns)
-        sink.write(root / split / file_name, W, H, lambda: _render_scene(rng, W, H, shapes))
-    return {"info": {"description": "persondet demo data (COCO 2017 layout)", "version": "1.0",
-                     "year": 2017, "contributor": "persondet.synth", "date_created": "2017/09/01"},
-            "licenses": [{"url": "http://creativecommons.org/licenses/by/2.0/", "id": k, "name": f"license {k}"}
-                         for k in range(1, 9)],
-            "images": images, "annotations": annotations,
-            "categories": [{"supercategory": s, "id": i, "name": n} for i, n, s in COCO_CATEGORIES]}
+def _coco_image_entry(split: str, i: int, image_id: int, W: int, H: int) -> dict:
+    file_name = f"{image_id:012d}.jpg"
+    return {"license": 1 + i % 8, "file_name": file_name,
+            "coco_url": f"http://images.cocodataset.org/{split}/{file_name}",
+            "height": H, "width": W, "date_captured": "2013-11-14 16:28:13",
+            "flickr_url": "http://farm4.staticflickr.com/demo.jpg", "id": image_id}
+
+
+def _write_coco_split(path: Path, root: Path, split: str, stream: int, seed: int, ids: np.ndarray,
+                      sizes: np.ndarray, has_person: np.ndarray, sink: _ImageSink, params: dict) -> None:
+    """Stream one instances file to ``path`` (atomically): full-scale files never sit in memory whole."""
+    def dumps(obj) -> str:
+        return json.dumps(obj, separators=(",", ":"))
+
+    info = {"description": "persondet demo data (COCO 2017 layout)", "version": "1.0", "year": 2017,
+            "contributor": "persondet.synth", "date_created": "2017/09/01"}
+    licenses = [{"url": "http://creativecommons.org/licenses/by/2.0/", "id": k, "name": f"license {k}"}
+                for k in range(1, 9)]
+    categories = [{"supercategory": s, "id": i, "name": n} for i, n, s in COCO_CATEGORIES]
+    rows = list(zip(ids.tolist(), sizes.tolist(), has_person.tolist()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(f'{{"info":{dumps(info)},"licenses":{dumps(licenses)},"images":[')
+        f.write(",".join(dumps(_coco_image_entry(split, i, image_id, W, H))
+                         for i, (image_id, (W, H), _) in enumerate(rows)))
+        f.write('],"annotations":[')
+        next_ann, first = 1 + stream * 10_000_000, True
+        for i, (image_id, (W, H), hp) in enumerate(_progress(rows, f"COCO {split}")):
+            anns, shapes, rng = _coco_image_annotations(seed, stream, i, image_id, W, H, hp,
+                                                        first_ann_id=next_ann, **params)
+            next_ann += sum(1 for a in anns if not a["iscrowd"])
+            if anns:
+                f.write(("" if first else ",") + ",".join(dumps(a) for a in anns))
+                first = False
+            sink.write(root / split / f"{image_id:012d}.jpg", W, H, lambda: _render_scene(rng, W, H, shapes))
+        f.write(f'],"categories":{dumps(categories)}}}')
+    os.replace(tmp, path)
+
+
+def _progress(items, desc: str):
+    """A tqdm bar for long loops (full-scale benchmark trees); silent for demo-sized ones."""
+    if len(items) < 5000:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img", mininterval=5)
 
 
 def _write_json(path: Path, data) -> None:
@@ -394,8 +420,8 @@ def write_coco(root: str | Path, *, seed: int = 0, train_images: int = 240, val_
         has_person = np.zeros(n, bool)
         has_person[srng.choice(n, n_person, replace=False)] = True
         (root / split).mkdir(parents=True, exist_ok=True)
-        data = _coco_split(root, split, stream, seed, split_ids, sizes, has_person, sink, params)
-        _write_json(root / "annotations" / f"instances_{split}.json", data)
+        _write_coco_split(root / "annotations" / f"instances_{split}.json", root, split, stream, seed,
+                          split_ids, sizes, has_person, sink, params)
     sink.finish()
     return root
 

@@ -1,0 +1,156 @@
+"""Benchmark: the whole ``prepare`` at the real scale against pycocotools' ``COCO(annotation_file)`` load.
+
+The data (generated once by ``persondet.synth`` and cached under ``--work``) has the real sizes: a COCO
+``instances_train2017.json`` of 118,287 images and about 860,000 annotations of all 80 categories with
+polygon segmentations (about 450 MB), 64,115 images holding persons; a CUHK-SYSU tree of 18,184 image
+files (cheap solid-colour JPEGs, hard-linked, so prepare must read sizes from their headers) with 96,143
+boxes.  Each measurement runs in a fresh Python process, which reports the wall time of the call and
+its peak resident memory (``getrusage`` max RSS, of itself and of any children).  Goal (issue 2 point 7):
+prepare faster than the COCO load alone, in at most half its peak memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+
+NAME = "prepare_scale"
+
+# The real sizes (DATASETS.md / issue 2); --smoke uses tiny ones.
+FULL = dict(coco_images=118_287, coco_person_images=64_115, cuhk_images=18_184, cuhk_boxes=96_143,
+            cuhk_pool=6_978, cuhk_identities=8_432)
+SMOKE = dict(coco_images=400, coco_person_images=217, cuhk_images=60, cuhk_boxes=318, cuhk_pool=23,
+             cuhk_identities=28)
+
+# Runs in the fresh process: time the call only, then report the peak RSS of the whole process.
+_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    task, args = sys.argv[1], json.loads(sys.argv[2])
+    t_import = time.perf_counter()
+    if task == "coco_load":
+        from pycocotools.coco import COCO
+        t0 = time.perf_counter()
+        COCO(args["annotation_file"])
+    else:
+        from persondet.config import PrepareConfig
+        from persondet.prepare import prepare
+        t0 = time.perf_counter()
+        prepare(PrepareConfig(coco_root=args["coco_root"], cuhk_root=args["cuhk_root"], mix="coco+cuhk"))
+    t1 = time.perf_counter()
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    print("RESULT " + json.dumps({"seconds": t1 - t0, "import_seconds": t0 - t_import, "peak_mb": peak_kb / 1024}))
+""")
+
+
+def build_data(work: Path, sizes: dict, seed: int = 0) -> tuple[Path, Path]:
+    """The COCO and CUHK-SYSU trees, written once per size set (temp dir + rename) and reused."""
+    from persondet import synth
+
+    tag = f"c{sizes['coco_images']}-k{sizes['cuhk_images']}-s{seed}"
+    target = work / f"data-{tag}"
+    marker = target / "COMPLETE"
+    if not marker.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".data-{tag}.", dir=work))
+        try:
+            # real COCO: ~4.1 persons per person image, ~5 other objects per image, ~640x480 photos
+            synth.write_coco(tmp / "coco", seed=seed, train_images=sizes["coco_images"], val_images=50,
+                             train_person_images=sizes["coco_person_images"], val_person_images=25,
+                             size_range=((480, 360), (640, 480)), persons=(1, 7), others=(0, 10),
+                             polygon_points=27, crowd_fraction=0.01, cheap_images=True)
+            synth.write_cuhk(tmp / "cuhk", seed=seed, images=sizes["cuhk_images"], boxes=sizes["cuhk_boxes"],
+                             pool_images=sizes["cuhk_pool"], identities=sizes["cuhk_identities"],
+                             size_range=((640, 480), (960, 720)), person_height=(0.12, 0.4), cheap_images=True)
+            (tmp / "COMPLETE").write_text(json.dumps(sizes))
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target / "coco", target / "cuhk"
+
+
+def measure(task: str, args: dict, cwd: Path, env: dict) -> dict:
+    """Run one measurement in a fresh interpreter; returns seconds, import_seconds, peak_mb, process_seconds."""
+    with _common.Timer() as timer:
+        proc = subprocess.run([sys.executable, "-c", _CHILD, task, json.dumps(args)], cwd=cwd, env=env,
+                              capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        from persondet.errors import PersondetError
+
+        raise PersondetError(f"{task} failed with exit status {proc.returncode}: {tail}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["process_seconds"] = timer.seconds
+    return result
+
+
+def main(argv=None) -> None:
+    parser = _common.base_parser(NAME, __doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/persondet-bench"),
+                        help="cache for the generated data (default /tmp/persondet-bench)")
+    parser.add_argument("--data-only", action="store_true", help="generate (or find) the cached data and stop")
+    parser.add_argument("--repeat", type=int, default=1, help="measurements of each (best time, worst peak)")
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else FULL
+
+    load_before = _common.load_average()
+    coco_root, cuhk_root = build_data(args.work, sizes)
+    annotation_file = coco_root / "annotations" / "instances_train2017.json"
+    file_mb = annotation_file.stat().st_size / 1e6
+    if args.data_only:
+        print(f"data: {coco_root} ({file_mb:.0f} MB annotation file), {cuhk_root}")
+        return
+
+    runs = {"coco_load": [], "prepare": []}
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="prepare-scale-", dir=args.work) as tmp:
+            env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+                       PERSONDET_DEMO_HOME=str(Path(tmp) / "demo"), PYTHONPATH=str(_common.ROOT))
+            env.pop("MLFLOW_RUN_ID", None)
+            runs["coco_load"].append(measure("coco_load", {"annotation_file": str(annotation_file)}, Path(tmp), env))
+            runs["prepare"].append(measure("prepare", {"coco_root": str(coco_root), "cuhk_root": str(cuhk_root)},
+                                           Path(tmp), env))
+
+    best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
+    peak = {k: max(r["peak_mb"] for r in v) for k, v in runs.items()}
+    time_ratio = best["prepare"]["seconds"] / best["coco_load"]["seconds"]
+    mem_ratio = peak["prepare"] / peak["coco_load"]
+    goal = time_ratio < 1.0 and mem_ratio <= 0.5
+    header = ["measurement", "call wall time (s)", "process wall time (s)", "peak RSS (MB)"]
+    rows = [[label, f"{best[k]['seconds']:.1f}", f"{best[k]['process_seconds']:.1f}", f"{peak[k]:.0f}"]
+            for k, label in (("coco_load", "pycocotools `COCO(instances_train2017.json)` (anchor)"),
+                             ("prepare", "persondet prepare, mix coco+cuhk (whole step, MLflow logging included)"))]
+    rows.append(["ratio prepare / anchor", f"{time_ratio:.2f}", "", f"{mem_ratio:.2f}"])
+    table = _common.markdown_table(header, rows)
+    method = (f"Data generated by `persondet.synth` at {'smoke (tiny)' if args.smoke else 'the real'} scale: "
+              f"COCO annotation file {file_mb:.0f} MB ({sizes['coco_images']:,} images, "
+              f"{sizes['coco_person_images']:,} with persons, all 80 categories, polygon segmentations); "
+              f"CUHK-SYSU {sizes['cuhk_images']:,} image files, {sizes['cuhk_boxes']:,} boxes in Images.mat. "
+              f"Each measurement in a fresh Python process (call wall time; process time adds interpreter start "
+              f"and imports; peak = getrusage max RSS of the process and its children), "
+              f"best of {args.repeat}; MLflow tracking to a fresh SQLite store.")
+    notes = (f"**Goal** (prepare faster than the load alone, at most half its peak memory): "
+             f"{'met' if goal else 'NOT met'} (time ratio {time_ratio:.2f}, memory ratio {mem_ratio:.2f}). "
+             "The machine's 2 cores were shared with other jobs during the run (see the load average), "
+             "so absolute times vary; the ratios come from the same run.")
+    out = _common.write_result(args.output, "Prepare at the real scale", method, table, notes, load_before)
+    print(table)
+    print(notes)
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    _common.run(main)
