@@ -296,3 +296,64 @@ class MainConfig(ConfigBase):
 
     def batch_size_list(self) -> list[int]:
         return [int(b) for b in self.batch_sizes.split(",") if b.strip()]
+
+
+class TuneConfig(ConfigBase):
+    n_trials: int = 10  # trials run by THIS worker; start more workers on one storage to share a study
+    storage: str = ""  # optuna storage URL; empty: $PERSONDET_TUNE_STORAGE, else sqlite:///optuna.db
+    study_name: str = "persondet-tune"
+    load_if_exists: bool = True  # join the study when it exists (what a second worker does)
+    data: str = ""  # a prepare run id or a COCO json path; empty: prepare the built-in demo data
+    val_annotations: str = ""  # the set whose per-epoch AP50 is the objective; empty: the demo COCO val
+    val_images: str = ""
+    model: str = "auto"
+    epochs: int = 3
+    max_iters_per_epoch: int | None = None
+    workers: int = 2  # data loader processes per trial
+    lr_min: float = 1e-3  # the search space: lr log-uniform in [lr_min, lr_max],
+    lr_max: float = 5e-2
+    batch_sizes: str = "4,8,16"  # batch_size one of these,
+    cuhk_ratio_min: float = 0.25  # and the CUHK-SYSU:COCO sampling ratio log-uniform in this range
+    cuhk_ratio_max: float = 4.0
+    pruner_startup_trials: int = 2  # MedianPruner: no pruning before this many trials finished
+    pruner_warmup_epochs: int = 1  # ... nor before a trial reported this many epochs
+    heartbeat_interval: int = 60  # seconds; a trial whose heartbeat stops for grace_period is stale
+    grace_period: int = 180
+    max_retry: int = 2  # a stale (crashed worker's) trial is re-run with its parameters this often
+    seed: int | None = None  # sampler seed; None: a different stream per worker
+
+    def validate(self) -> None:
+        require(self.n_trials >= 1, f"n_trials={self.n_trials} must be >= 1")
+        require(bool(self.study_name.strip()), "study_name must not be empty")
+        require(bool(self.val_annotations) == bool(self.val_images),
+                "val_annotations and val_images go together: give both or neither")
+        require(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        require(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+                f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
+        require(self.workers >= 0, f"workers={self.workers} must be >= 0")
+        require(0 < self.lr_min <= self.lr_max, f"lr_min={self.lr_min}, lr_max={self.lr_max}: need 0 < lr_min <= lr_max")
+        try:
+            sizes = self.batch_size_list()
+        except ValueError:
+            raise ConfigError(f"batch_sizes={self.batch_sizes!r} must be comma-separated integers") from None
+        require(bool(sizes) and all(b >= 1 for b in sizes),
+                f"batch_sizes={self.batch_sizes!r} must be comma-separated integers >= 1")
+        require(0 < self.cuhk_ratio_min <= self.cuhk_ratio_max,
+                f"cuhk_ratio_min={self.cuhk_ratio_min}, cuhk_ratio_max={self.cuhk_ratio_max}: "
+                "need 0 < cuhk_ratio_min <= cuhk_ratio_max")
+        require(self.pruner_startup_trials >= 0, f"pruner_startup_trials={self.pruner_startup_trials} must be >= 0")
+        require(self.pruner_warmup_epochs >= 0, f"pruner_warmup_epochs={self.pruner_warmup_epochs} must be >= 0")
+        require(self.heartbeat_interval >= 1, f"heartbeat_interval={self.heartbeat_interval} must be >= 1")
+        require(self.grace_period > self.heartbeat_interval,
+                f"grace_period={self.grace_period} must be > heartbeat_interval={self.heartbeat_interval}")
+        require(self.max_retry >= 0, f"max_retry={self.max_retry} must be >= 0")
+
+    def batch_size_list(self) -> list[int]:
+        return [int(b) for b in self.batch_sizes.split(",") if b.strip()]
+
+    def to_params(self) -> dict[str, str]:
+        import re
+
+        params = super().to_params()
+        params["storage"] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", params["storage"])  # no password
+        return params
