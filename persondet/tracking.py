@@ -388,3 +388,43 @@ def log_detector(module, input_example, output_example, registered_name: str | N
     if registered_name and version is not None:
         set_version_tags(registered_name, str(version), version_tags)
     return None if version is None else str(version)
+
+
+# --- tuning (issue 5) ----------------------------------------------------------------------------------
+
+def create_run(entry_point: str, run_name: str | None = None, tags: Mapping[str, Any] | None = None,
+               parent_run_id: str | None = None) -> str | None:
+    """Create (not start) a run; a nested run of ``parent_run_id`` (in its experiment) when given."""
+    if not is_main_process():
+        return None
+    import mlflow
+
+    ensure_tracking_uri()
+    all_tags = {"persondet.entry_point": entry_point, **{k: str(v) for k, v in (tags or {}).items()}}
+    if parent_run_id:
+        experiment_id = client().get_run(parent_run_id).info.experiment_id
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    else:
+        experiment_id = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME")
+                                              or DEFAULT_EXPERIMENT).experiment_id
+    return client().create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+
+
+def update_run(run_id: str, params: Mapping[str, Any] | None = None,
+               metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None) -> None:
+    """Log params, metrics (step 0) and tags to a run that is not the active one."""
+    if not is_main_process() or not run_id:
+        return
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    client().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                       params=[Param(k, str(v)) for k, v in (params or {}).items()],
+                       tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def terminate_run(run_id: str, status: str = "FINISHED") -> None:
+    if is_main_process() and run_id:
+        client().set_terminated(run_id, status)
