@@ -298,6 +298,7 @@ class MainConfig(ConfigBase):
         return [int(b) for b in self.batch_sizes.split(",") if b.strip()]
 
 
+@dataclass(frozen=True)
 class TuneConfig(ConfigBase):
     n_trials: int = 10  # trials run by THIS worker; start more workers on one storage to share a study
     storage: str = ""  # optuna storage URL; empty: $PERSONDET_TUNE_STORAGE, else sqlite:///optuna.db
