@@ -428,3 +428,33 @@ def update_run(run_id: str, params: Mapping[str, Any] | None = None,
 def terminate_run(run_id: str, status: str = "FINISHED") -> None:
     if is_main_process() and run_id:
         client().set_terminated(run_id, status)
+
+
+# ---- prepare (datasets as run inputs) ----
+DATASET_DIGEST_CHARS = 32  # the tracking store keeps at most 36 characters of a dataset digest
+
+
+def log_dataset_input(name: str, digest: str, source_uri: str, context: str = "prepare") -> None:
+    """Record a dataset as a run input (``mlflow.log_input``): name, digest, where it came from.
+
+    The store keeps a 32-character prefix of the sha256 as the dataset digest; the full digest is the
+    input tag ``persondet.digest``.
+    """
+    if not is_main_process():
+        return
+    import mlflow
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    dataset = MetaDataset(source=LocalArtifactDatasetSource(source_uri), name=name,
+                          digest=digest[:DATASET_DIGEST_CHARS])
+    mlflow.log_input(dataset, context=context, tags={"persondet.digest": digest})
+
+
+def active_run_id() -> str | None:
+    if not is_main_process():
+        return None
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run else None

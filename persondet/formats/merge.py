@@ -1,0 +1,97 @@
+"""Merge per-source COCO person sets into the prepared set (docs/ARCHITECTURE.md, "The prepared set").
+
+Image and annotation ids are renumbered from 1; each image's ``file_name`` is prefixed by its source
+(``coco/train2017/x.jpg``), so names never collide and resolve as ``roots[source] / rest``; the top-level
+``persondet`` key records the roots, the mix, the CUHK-SYSU split and a digest of the content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from persondet.errors import PersondetError
+
+PERSON_CATEGORY = {"id": 1, "name": "person", "supercategory": "person"}
+
+
+@dataclass
+class SourceSet:
+    """One source, converted: images with ``file_name`` relative to ``root``, person annotations."""
+
+    name: str  # "coco" or "cuhk"
+    root: Path
+    images: list[dict]  # id, file_name (relative to root), width, height; original_file_name optional
+    annotations: list[dict]  # id, image_id, bbox, area, iscrowd; person_id, ishard optional
+
+
+def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all") -> dict:
+    """One COCO dict with the ``persondet`` key (mix, roots, cuhk_split, digest, source_digests)."""
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names) or any("/" in n or not n for n in names):
+        raise PersondetError(f"source names must be unique and without '/': {names}")
+    images, annotations = [], []
+    for source in sources:
+        new_ids: dict = {}
+        for image in source.images:
+            new_ids[image["id"]] = len(images) + 1
+            original = image.get("original_file_name", Path(image["file_name"]).name)
+            images.append({"id": len(images) + 1, "file_name": f"{source.name}/{image['file_name']}",
+                           "width": image["width"], "height": image["height"], "source": source.name,
+                           "original_file_name": original})
+        for ann in source.annotations:
+            if ann["image_id"] not in new_ids:
+                raise PersondetError(f"{source.name}: annotation {ann.get('id')} refers to an image not kept")
+            annotations.append({"id": len(annotations) + 1, "image_id": new_ids[ann["image_id"]],
+                                "category_id": PERSON_CATEGORY["id"], "bbox": list(ann["bbox"]),
+                                "area": float(ann["area"]), "iscrowd": int(ann.get("iscrowd", 0)),
+                                "person_id": int(ann.get("person_id", -1)), "ishard": int(ann.get("ishard", 0))})
+    dataset = {"info": {"description": f"persondet prepared set ({mix})"},
+               "categories": [dict(PERSON_CATEGORY)], "images": images, "annotations": annotations}
+    digests = {s.name: source_digest(s) for s in sources}
+    dataset["persondet"] = {"mix": mix, "roots": {s.name: str(Path(s.root).resolve()) for s in sources},
+                            "cuhk_split": cuhk_split, "digest": _sha256(list(digests.items())),
+                            "source_digests": digests}
+    return dataset
+
+
+def source_digest(source: SourceSet) -> str:
+    """sha256 of a source's images and annotations as converted (not of its root).
+
+    The merged set is a deterministic function of its sources in order, so its digest is the hash of
+    the (name, digest) list: the content is serialised once, not twice.
+    """
+    return _sha256({"images": source.images, "annotations": source.annotations})
+
+
+def _sha256(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_dataset(dataset: dict, path: str | Path) -> Path:
+    """Write atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(dataset, f, separators=(",", ":"))
+    tmp.replace(path)
+    return path
+
+
+def resolve_image_path(dataset: dict, image: dict, base: str | Path | None = None) -> Path:
+    """Where an image of a prepared set lives: ``roots[source] / rest of file_name``.
+
+    A plain COCO file (no ``persondet`` key) resolves ``file_name`` against ``base`` (the json's folder).
+    """
+    meta = dataset.get("persondet")
+    if not meta:
+        return Path(base or ".") / image["file_name"]
+    source, _, rest = image["file_name"].partition("/")
+    roots = meta.get("roots", {})
+    if source not in roots or not rest:
+        raise PersondetError(f"image {image.get('id')} file_name {image['file_name']!r}: "
+                             f"no root recorded for source {source!r} (roots: {', '.join(roots)})")
+    return Path(roots[source]) / rest

@@ -1,0 +1,200 @@
+"""The ``prepare`` step: COCO (person category) and CUHK-SYSU in their on-disk layouts -> one prepared set.
+
+Everything is read and checked before anything is written; outputs are built in a temporary folder,
+logged to the run under ``prepared/`` and, with ``output_dir``, renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from persondet import tracking
+from persondet.config import PrepareConfig
+from persondet.errors import PersondetError
+from persondet.formats import cuhk_sysu
+from persondet.formats.coco import read_coco_persons
+from persondet.formats.imagesize import image_size
+from persondet.formats.merge import SourceSet, merge, write_dataset
+from persondet.stats import dataset_stats, draw_checks, plot_relative_sizes, relative_sizes, write_stats
+
+ARTIFACT_DIR = "prepared"
+TRAIN_JSON = "train.json"
+
+
+@dataclass
+class PrepareResult:
+    run_id: str | None
+    digest: str
+    stats: dict[str, dict]
+    counts: dict[str, dict]  # per source: what the readers dropped, clipped, left out
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> artifact path in the run
+    output_dir: Path | None = None  # local copy of the outputs, when output_dir was given
+
+    def __str__(self) -> str:
+        merged = self.stats["merged"]
+        where = f", files in {self.output_dir}" if self.output_dir else ""
+        return (f"run {self.run_id}: {merged['images']} images, {merged['objects']} persons "
+                f"(artifact {self.artifacts.get('train')}{where})")
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    roots = resolve_roots(config)
+    sources, counts = [], {}
+    for name, root in roots.items():
+        reader = read_coco_source if name == "coco" else read_cuhk_source
+        source, source_counts = reader(root, config)
+        sources.append(source)
+        counts[name] = source_counts
+    dataset = merge(sources, config.mix, config.cuhk_split)
+    stats = dataset_stats(dataset)
+    meta = dataset["persondet"]
+
+    parent = Path(config.output_dir).resolve().parent if config.output_dir else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".persondet-prepare-", dir=parent) as tmp:
+        stage = Path(tmp) / "prepared"
+        stage.mkdir()
+        artifacts = _write_outputs(dataset, stats, counts, stage, config.check_images)
+        with tracking.start_run("prepare", tags={"dataset_mix": config.mix}) as run:
+            run_id = run.info.run_id if run is not None else None
+            tracking.log_params(config.to_params())
+            tracking.set_tags({"persondet.data_digest": meta["digest"], "dataset_mix": config.mix,
+                               **{f"persondet.root.{k}": v for k, v in meta["roots"].items()}})
+            tracking.log_metrics(_metrics(stats, counts))
+            for name, digest in meta["source_digests"].items():
+                tracking.log_dataset_input(name, digest, meta["roots"][name])
+            tracking.log_dataset_input(config.mix, meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}")
+            tracking.log_artifacts(str(stage), artifact_path=ARTIFACT_DIR)
+        output_dir = _move_into_place(stage, Path(config.output_dir)) if config.output_dir else None
+    return PrepareResult(run_id=run_id, digest=meta["digest"], stats=stats, counts=counts,
+                         artifacts={k: f"{ARTIFACT_DIR}/{v}" for k, v in artifacts.items()},
+                         output_dir=output_dir)
+
+
+def resolve_roots(config: PrepareConfig) -> dict[str, Path]:
+    """The roots of the sources in the mix, in mix order; empty ones come from the built-in demo data."""
+    wanted = config.mix.split("+")
+    given = {"coco": config.coco_root, "cuhk": config.cuhk_root}
+    if any(not given[name].strip() for name in wanted):
+        from persondet.synth import ensure_demo_data
+
+        demo = ensure_demo_data(config.demo_seed)
+        defaults = {"coco": str(demo.coco_root), "cuhk": str(demo.cuhk_root)}
+        given = {k: v if v.strip() else defaults[k] for k, v in given.items()}
+    roots = {}
+    for name in wanted:
+        root = Path(given[name]).expanduser().resolve()
+        if not root.is_dir():
+            raise PersondetError(f"{name}_root={given[name]!r}: folder not found")
+        roots[name] = root
+    return roots
+
+
+# ------------------------------------------------------------------------------------------------ sources
+def read_coco_source(root: Path, config: PrepareConfig) -> tuple[SourceSet, dict]:
+    annotation = root / "annotations" / f"instances_{config.coco_split}.json"
+    persons = read_coco_persons(annotation)
+    image_dir = root / config.coco_split
+    check_files_exist(image_dir, [im["file_name"] for im in persons.images], annotation)
+    images = [{**im, "file_name": f"{config.coco_split}/{im['file_name']}",
+               "original_file_name": im["file_name"]} for im in persons.images]
+    return SourceSet("coco", root, images, persons.annotations), dict(persons.counts)
+
+
+def read_cuhk_source(root: Path, config: PrepareConfig) -> tuple[SourceSet, dict]:
+    folder = root / cuhk_sysu.ANNOTATION_DIR
+    images = cuhk_sysu.read_images_mat(folder / "Images.mat")
+    pool = cuhk_sysu.read_pool_mat(folder / "pool.mat") if config.cuhk_split != "all" else None
+    identities = read_cuhk_identities(folder)
+    selected = cuhk_sysu.select_split(images, pool, config.cuhk_split)
+    image_dir = root / cuhk_sysu.IMAGE_DIR
+    names = [im.name for im in selected]
+    check_files_exist(image_dir, names, folder / "Images.mat")
+    sizes = {name: image_size(image_dir / name) for name in _progress(names, "cuhk image headers")}
+    coco, counts = cuhk_sysu.cuhk_to_coco(selected, sizes, identities)
+    for image in coco["images"]:
+        image["original_file_name"] = image["file_name"].rsplit("/", 1)[-1]
+    counts["images_total"] = len(images)
+    counts["images_in_split"] = len(selected)
+    return SourceSet("cuhk", root, coco["images"], coco["annotations"]), counts
+
+
+def read_cuhk_identities(folder: Path) -> dict:
+    """person_id per (image, box): Person.mat, else Train.mat + TestG50.mat, else none (all -1)."""
+    person = folder / "Person.mat"
+    if person.exists():
+        return cuhk_sysu.identity_index(cuhk_sysu.read_identities_mat(person, "Person"))
+    protocol = folder / "test" / "train_test"
+    groups = []
+    if (protocol / "Train.mat").exists():
+        groups += cuhk_sysu.read_identities_mat(protocol / "Train.mat", "Train")
+    if (protocol / "TestG50.mat").exists():
+        groups += [(idname, [query, *gallery]) for idname, query, gallery in
+                   cuhk_sysu.read_query_gallery(protocol / "TestG50.mat", "TestG50")]
+    return cuhk_sysu.identity_index(groups)
+
+
+def check_files_exist(directory: Path, names: Sequence[str], listed_in: Path) -> None:
+    """Every name exists under ``directory``: one directory listing per folder, not one stat per file."""
+    listings: dict[str, set[str]] = {}
+    missing = []
+    for name in names:
+        sub, _, base = name.rpartition("/")
+        if sub not in listings:
+            try:
+                listings[sub] = set(os.listdir(directory / sub)) if sub else set(os.listdir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                listings[sub] = set()
+        if base not in listings[sub]:
+            missing.append(name)
+    if missing:
+        first = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise PersondetError(f"{len(missing)} of {len(names)} images listed in {listed_in} are missing "
+                             f"under {directory}: {first}")
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def _write_outputs(dataset: dict, stats: dict, counts: dict, stage: Path, check_images: int) -> dict[str, str]:
+    write_dataset(dataset, stage / TRAIN_JSON)
+    write_stats(stats, stage / "stats.json", stage / "stats.md")
+    (stage / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
+    plot_relative_sizes(relative_sizes(dataset), stage / "rel_size_hist.png")
+    try:
+        draw_checks(dataset, stage / "checks", check_images)
+    except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise PersondetError(f"annotation check: unreadable image ({' '.join(str(exc).split())})") from None
+    return {"train": TRAIN_JSON, "stats": "stats.json", "stats_md": "stats.md",
+            "counts": "counts.json", "plot": "rel_size_hist.png", "checks": "checks"}
+
+
+def _metrics(stats: dict[str, dict], counts: dict[str, dict]) -> dict[str, float]:
+    metrics = {f"{name}/{key}": float(value) for name, row in stats.items() for key, value in row.items()}
+    metrics.update({f"{name}/{key}": float(value) for name, row in counts.items() for key, value in row.items()})
+    return metrics
+
+
+def _move_into_place(stage: Path, target: Path) -> Path:
+    """Rename the finished folder to ``target``, replacing an earlier one only once the new one is whole."""
+    target = target.resolve()
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    stage.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _progress(items: Sequence, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", leave=False, mininterval=1.0,
+                disable=len(items) < 1000 or None)
