@@ -152,3 +152,30 @@ def write_jpeg_set(directory: Path, n_images: int, sizes: Sequence[tuple[int, in
     path.write_text(json.dumps({"images": images, "annotations": annotations,
                                 "categories": [{"id": 1, "name": "person"}]}))
     return path
+
+
+class ReferenceStyleDataset:
+    """The anchor: what the torchvision detection reference recipe does on CPU per image (PIL decode,
+    conversion to a float [0, 1] tensor, random horizontal flip), on the same files and boxes."""
+
+    def __init__(self, persons) -> None:
+        self.persons = persons
+
+    def __len__(self) -> int:
+        return len(self.persons)
+
+    def __getitem__(self, index: int):
+        import random
+
+        import torch
+        from PIL import Image
+        from torchvision.transforms import functional as F
+
+        with Image.open(self.persons.path(index)) as img:
+            image = F.convert_image_dtype(F.pil_to_tensor(img.convert("RGB")), torch.float32)
+        boxes = torch.tensor(self.persons.boxes[index], dtype=torch.float32).reshape(-1, 4)
+        if random.random() < 0.5:
+            width = image.shape[-1]
+            image = image.flip(-1)
+            boxes = boxes[:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([width, 0, width, 0])
+        return image, {"boxes": boxes, "labels": torch.ones(len(boxes), dtype=torch.int64)}

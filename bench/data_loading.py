@@ -30,33 +30,6 @@ SIZE_SETS = {
 GPU_GOAL_IMAGES_PER_S = 100.0  # the issue's goal for one H100 at batch 16, until bench/gpu_train_throughput.py runs
 
 
-class ReferenceStyleDataset:
-    """The anchor: what the torchvision detection reference recipe does on CPU per image (PIL decode,
-    conversion to a float [0, 1] tensor, random horizontal flip), on the same files and boxes."""
-
-    def __init__(self, persons) -> None:
-        self.persons = persons
-
-    def __len__(self) -> int:
-        return len(self.persons)
-
-    def __getitem__(self, index: int):
-        import random
-
-        import torch
-        from PIL import Image
-        from torchvision.transforms import functional as F
-
-        with Image.open(self.persons.path(index)) as img:
-            image = F.convert_image_dtype(F.pil_to_tensor(img.convert("RGB")), torch.float32)
-        boxes = torch.tensor(self.persons.boxes[index], dtype=torch.float32).reshape(-1, 4)
-        if random.random() < 0.5:
-            width = image.shape[-1]
-            image = image.flip(-1)
-            boxes = boxes[:, [2, 1, 0, 3]] * torch.tensor([-1, 1, -1, 1]) + torch.tensor([width, 0, width, 0])
-        return image, {"boxes": boxes, "labels": torch.ones(len(boxes), dtype=torch.int64)}
-
-
 def images_per_second(loader, passes: int) -> float:
     """Median over ``passes`` of images/s, not counting the first batch (worker start-up)."""
     rates = []
@@ -78,7 +51,7 @@ def measure(json_path: Path, batch_size: int, passes: int) -> dict[str, float]:
 
     dataset, path = load_prepared(str(json_path))
     rates = {}
-    reference = ReferenceStyleDataset(PersonDataset(dataset, path.parent, train=True, decode="pil"))
+    reference = _common.ReferenceStyleDataset(PersonDataset(dataset, path.parent, train=True, decode="pil"))
     rates["reference"] = images_per_second(
         DataLoader(reference, batch_size=batch_size, shuffle=True, num_workers=1, collate_fn=collate), passes)
     for decode in ("pil", "torchvision"):
