@@ -258,6 +258,7 @@ def _train(config: TrainConfig, on_epoch_end: EpochCallback | None) -> dict[str,
                 if val_set is not None and is_main_process():
                     ap = engine.evaluate_ap(detector, val_set, device, batch_size=max(per_device, 1))
                     epoch_metrics.update({"val/AP50": ap["AP50"], "val/AP": ap["AP"]})
+                _sync_buffers(detector)
                 logger.log(epoch_metrics, step=epoch)
                 logger.flush(synchronous=True)  # everything up to this checkpoint is in the run
                 rng = _gather(_rng_state())
@@ -293,6 +294,16 @@ def _train(config: TrainConfig, on_epoch_end: EpochCallback | None) -> dict[str,
             if version is not None:
                 tracking.set_tags({"persondet.model_version": version})
     return results
+
+
+def _sync_buffers(detector: torch.nn.Module) -> None:
+    """Rank 0's BatchNorm statistics to every rank: DDP broadcasts buffers before each forward, so after
+    the last step of an epoch each rank still holds statistics of its own last batch."""
+    import torch.distributed as dist
+
+    if get_world_size() > 1 and dist.is_initialized():
+        for buffer in detector.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def _write_weights_digest(detector: torch.nn.Module) -> None:
