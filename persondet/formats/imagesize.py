@@ -48,6 +48,8 @@ def _jpeg_size(f, path) -> tuple[int, int]:
     f.seek(2)
     while True:
         byte = f.read(1)
+        if not byte:
+            break
         if byte != b"\xff":
             raise ImageHeaderError(f"{path}: unreadable image: corrupt JPEG marker at byte {f.tell() - 1}")
         marker = f.read(1)

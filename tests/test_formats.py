@@ -1,0 +1,320 @@
+"""Format readers and converters: COCO persons, CUHK-SYSU .mat, image headers, merge, stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import prepare_fixtures as fx
+from persondet.errors import PersondetError
+from persondet.formats import coco as coco_fmt
+from persondet.formats import cuhk_sysu as cuhk
+from persondet.formats.imagesize import ImageHeaderError, image_size
+from persondet.formats.merge import SourceSet, merge, resolve_image_path, write_dataset
+from persondet.stats import dataset_stats, stats_markdown
+
+COCO_TINY = fx.SHARED_DATA / "coco-tiny"
+TESTG100 = fx.SHARED_DATA / "cuhk-sysu-real" / "TestG100.mat"
+
+
+# ------------------------------------------------------------------------------------------ CUHK converter
+def _box(loc, dtype, ishard=0):
+    return cuhk.CuhkBox(np.array([loc], dtype=dtype), ishard)
+
+
+def test_converter_casts_before_arithmetic_uint8_overflow():
+    raw = np.array([[250, 100, 10, 60]], dtype=np.uint8)
+    assert (raw[0, [0]] + raw[0, [2]]).tolist() == [4]  # what uint8 arithmetic gives
+    coco, counts = cuhk.cuhk_to_coco([cuhk.CuhkImage("s3.jpg", [cuhk.CuhkBox(raw, 0)])], {"s3.jpg": (400, 300)})
+    x, y, w, h = coco["annotations"][0]["bbox"]
+    assert x + w == 260 and y + h == 160
+    assert counts["clipped_boxes"] == 0 and counts["dropped_boxes"] == 0
+
+
+def test_converter_drops_clips_keeps_flags_and_identities():
+    images = [
+        cuhk.CuhkImage("a.jpg", [_box([10, 20, 30, 80], np.uint8), _box([100, 30, 40, 100], np.uint16, 1)]),
+        cuhk.CuhkImage("b.jpg", [_box([280, 10, 50, 90], np.uint16), _box([50, 50, 0, 40], np.uint8),
+                                 _box([5, 5, 20, -3], np.int16), cuhk.CuhkBox(np.zeros((1, 0)), 0)]),
+        cuhk.CuhkImage("c.jpg", [_box([0, 0, 0, 0], np.uint8)]),  # nothing valid: image left out
+        cuhk.CuhkImage("d.jpg", [_box([-15, -5, 30, 20], np.int16), _box([500, 10, 20, 20], np.uint16)]),
+    ]
+    sizes = {"a.jpg": (320, 240), "b.jpg": (300, 200), "c.jpg": (10, 10), "d.jpg": (100, 100)}
+    coco, counts = cuhk.cuhk_to_coco(images, sizes, {("a.jpg", (100, 30, 40, 100)): 7})
+    assert [im["file_name"] for im in coco["images"]] == ["Image/SSM/a.jpg", "Image/SSM/b.jpg", "Image/SSM/d.jpg"]
+    assert [im["id"] for im in coco["images"]] == [1, 2, 3]
+    anns = coco["annotations"]
+    assert [a["id"] for a in anns] == [1, 2, 3, 4]
+    assert [a["image_id"] for a in anns] == [1, 1, 2, 3]
+    assert anns[1]["ishard"] == 1 and anns[0]["ishard"] == 0
+    assert [a["person_id"] for a in anns] == [-1, 7, -1, -1]
+    assert anns[2]["bbox"] == [280.0, 10.0, 20.0, 90.0]  # clipped at width 300
+    assert anns[3]["bbox"] == [0.0, 0.0, 15.0, 15.0]  # clipped at the top-left corner
+    assert anns[2]["area"] == 20.0 * 90.0
+    assert counts == {"boxes_total": 9, "dropped_boxes": 4, "clipped_boxes": 2, "outside_boxes": 1,
+                      "images_without_persons": 1, "person_ids": 1}
+    assert all(isinstance(v, float) for a in anns for v in a["bbox"])
+
+
+def test_converter_needs_every_size():
+    with pytest.raises(PersondetError, match="no image size for x.jpg"):
+        cuhk.cuhk_to_coco([cuhk.CuhkImage("x.jpg", [])], {})
+
+
+def test_select_split_from_pool():
+    images = [cuhk.CuhkImage(n) for n in ("s1.jpg", "s2.jpg", "s3.jpg")]
+    pool = {"s2.jpg"}
+    assert [i.name for i in cuhk.select_split(images, pool, "test")] == ["s2.jpg"]
+    assert [i.name for i in cuhk.select_split(images, pool, "train")] == ["s1.jpg", "s3.jpg"]
+    assert len(cuhk.select_split(images, None, "all")) == 3
+    with pytest.raises(PersondetError, match="needs pool.mat"):
+        cuhk.select_split(images, None, "train")
+
+
+def test_mat_helpers():
+    assert cuhk.mat_str(np.array(["s1.jpg"]), "w") == "s1.jpg"
+    cell = np.empty((1, 1), dtype=object)
+    cell[0, 0] = np.array(["p1"])
+    assert cuhk.mat_str(cell, "w") == "p1"
+    assert cuhk.mat_box(np.array([[200, 200, 100, 100]], dtype=np.uint8), "w") == (200.0, 200.0, 100.0, 100.0)
+    assert cuhk.mat_box(np.zeros((1, 0)), "w") is None
+    with pytest.raises(PersondetError, match=r"w: idlocate has 3 values"):
+        cuhk.mat_box(np.array([1, 2, 3]), "w")
+    with pytest.raises(PersondetError, match="expected one string"):
+        cuhk.mat_str(np.array(["a", "b"]), "w")
+    assert cuhk.identity_number("p10581") == 10581
+
+
+# ---------------------------------------------------------------------------------------- CUHK .mat files
+def test_images_pool_person_mat_roundtrip(tmp_path):
+    root = fx.make_cuhk_tree(tmp_path / "cuhk")
+    images = cuhk.read_images_mat(root / "annotation" / "Images.mat")
+    assert [im.name for im in images] == ["s1.jpg", "s2.jpg", "s3.jpg"]
+    assert [np.asarray(b.idlocate).dtype for b in images[0].boxes] == [np.uint8, np.uint16]
+    assert [b.ishard for b in images[0].boxes] == [0, 1]
+    assert cuhk.read_pool_mat(root / "annotation" / "pool.mat") == {"s3.jpg"}
+    groups = cuhk.read_identities_mat(root / "annotation" / "Person.mat", "Person")
+    index = cuhk.identity_index(groups)
+    assert index == {("s1.jpg", (100, 30, 40, 100)): 7, ("s3.jpg", (250, 100, 10, 60)): 7}
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "annotation file not found"),
+    ("truncated", "not a readable MATLAB .mat file"),
+    ("text", "not a readable MATLAB .mat file"),
+    ("wrong_key", r"no variable 'Img' \(found: Other\)"),
+    ("no_field", r"struct has no field 'box' \(fields: imname, nAppear\)"),
+])
+def test_bad_mat_files(tmp_path, case, match):
+    path = tmp_path / "Images.mat"
+    if case == "truncated":
+        fx.write_images_mat(path, [(n, b) for n, _, b in fx.CUHK_SCENES])
+        path.write_bytes(path.read_bytes()[:300])
+    elif case == "text":
+        path.write_text("this is not a MATLAB file\n" * 20)
+    elif case == "wrong_key":
+        scipy_io().savemat(path, {"Other": np.zeros(3)})
+    elif case == "no_field":
+        scipy_io().savemat(path, {"Img": fx.mat_struct((1, 1), ("imname", "nAppear"),
+                                                       [{"imname": np.array(["s1.jpg"]), "nAppear": 1}])})
+    with pytest.raises(PersondetError, match=match) as info:
+        cuhk.read_images_mat(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def scipy_io():
+    import scipy.io
+
+    return scipy.io
+
+
+@pytest.fixture(scope="module")
+def testg100():
+    if not TESTG100.exists():
+        pytest.skip(f"{TESTG100} not present")
+    return cuhk.read_query_gallery(TESTG100, "TestG100")
+
+
+def test_real_testg100_through_the_converter_helpers(testg100):
+    """The real CUHK-SYSU file through the same helpers (load_mat, struct_*, mat_str, mat_box)."""
+    assert len(testg100) == 2900
+    dtypes, empty, boxes, wraps = set(), 0, 0, 0
+    images, query_images = set(), set()
+    for idname, query, gallery in testg100:
+        assert idname.startswith("p")
+        assert len(gallery) == 100
+        query_images.add(query.imname)
+        assert cuhk.mat_box(query.idlocate, idname) is not None  # every query has its box
+        for app in [query, *gallery]:
+            images.add(app.imname)
+            raw = np.asarray(app.idlocate)
+            dtypes.add(raw.dtype.name)
+            box = cuhk.mat_box(app.idlocate, idname)
+            if box is None:
+                empty += 1
+                continue
+            boxes += 1
+            assert box[2] > 0 and box[3] > 0
+            flat = raw.reshape(-1)
+            if raw.dtype.kind == "u" and int(flat[0]) + int(flat[2]) > np.iinfo(raw.dtype).max:
+                wraps += 1  # in the stored dtype x + w would wrap; mat_box must give the true sum
+                assert box[0] + box[2] == int(flat[0]) + int(flat[2])
+    assert {"uint8", "uint16"} <= dtypes
+    assert empty > 0 and boxes > 2900 and wraps > 0
+    assert len(query_images) == 2725 and len(images) == 6978
+    # the converter takes these as they are: the query boxes of the first images convert and keep ids
+    index = cuhk.identity_index((n, [q]) for n, q, _ in testg100[:20])
+    images_in = [cuhk.CuhkImage(q.imname, [cuhk.CuhkBox(q.idlocate, q.ishard)]) for _, q, _ in testg100[:20]]
+    sizes = {im.name: (10_000, 10_000) for im in images_in}
+    coco, counts = cuhk.cuhk_to_coco(images_in, sizes, index)
+    assert counts["dropped_boxes"] == 0 and counts["person_ids"] == 20
+    assert [a["person_id"] for a in coco["annotations"]] == [cuhk.identity_number(n) for n, _, _ in testg100[:20]]
+
+
+# --------------------------------------------------------------------------------------------------- COCO
+def test_coco_tiny_persons():
+    path = COCO_TINY / "annotations" / "instances_train2017.json"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    persons = coco_fmt.read_coco_persons(path)
+    assert len(persons.annotations) == 143
+    assert sum(a["iscrowd"] for a in persons.annotations) == 3
+    assert len(persons.images) == 40
+    assert persons.counts["images_without_persons"] == 40 and persons.counts["annotations_total"] == 705
+    reference = json.loads(path.read_text())
+    expected = [a["bbox"] for a in reference["annotations"] if a["category_id"] == 1]
+    assert [a["bbox"] for a in persons.annotations] == expected
+
+
+def test_coco_reader_person_by_name_and_block_boundaries(tmp_path, monkeypatch):
+    data = fx.coco_json()
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data, indent=1))  # polygons across lines, too
+    expected = coco_fmt.read_coco_persons(path)
+    assert expected.category_id == 7 and len(expected.annotations) == 3
+    assert [im["id"] for im in expected.images] == [1, 2]
+    assert expected.counts["images_without_persons"] == 1 and expected.counts["crowd_regions"] == 1
+    for block in (7, 16, 31, 64):  # every polygon cut somewhere by a block boundary
+        monkeypatch.setattr(coco_fmt, "_BLOCK", block)
+        again = coco_fmt.read_coco_persons(path)
+        assert again.annotations == expected.annotations and again.images == expected.images
+
+
+def test_coco_reader_strips_polygons_only(tmp_path):
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(fx.coco_json()))
+    data, _ = coco_fmt._read_without_polygons(path)
+    text = data.decode()
+    assert '"segmentation":[]' in text.replace(" ", "") and '"counts"' in text
+    assert json.loads(text)["annotations"][1]["segmentation"] == {"counts": [5, 10, 20], "size": [48, 64]}
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"images": [], "annotations": [{"id": 1, "segmentation": [[1, 2]], "bbox": [1,2,3,4]', r"malformed JSON at byte \d+"),
+    ('{"images": [], "annotations": [}, "categories": []}', r"malformed JSON at byte 31: Expecting value"),
+    ('[1, 2, 3]', "top level is list"),
+    ('{"images": [], "annotations": []}', r"no list 'categories'"),
+    ('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "dog"}]}',
+     r"no category named 'person' \(categories: dog\)"),
+])
+def test_bad_coco_json(tmp_path, content, match):
+    path = tmp_path / "instances_train2017.json"
+    path.write_text(content)
+    with pytest.raises(PersondetError, match=match) as info:
+        coco_fmt.read_coco_persons(path)
+    assert str(path) in str(info.value)
+
+
+def test_malformed_json_position_is_in_the_original_file(tmp_path):
+    good = json.dumps(fx.coco_json())
+    broken = good.replace('"bbox": [0, 0, 40, 30]', '"bbox": [0, 0, 40 30]')
+    position = broken.index("40 30") + 3
+    path = tmp_path / "x.json"
+    path.write_text(broken)
+    with pytest.raises(PersondetError, match=f"at byte {position}:"):
+        coco_fmt.read_coco_persons(path)
+
+
+# ------------------------------------------------------------------------------------------ image headers
+@pytest.mark.parametrize("suffix, mode, kwargs", [
+    (".jpg", "RGB", {}), (".jpg", "L", {}), (".jpg", "RGB", {"progressive": True}),
+    (".png", "RGBA", {}), (".png", "P", {}),
+])
+def test_image_size_matches_pil(tmp_path, suffix, mode, kwargs):
+    path = tmp_path / f"im{suffix}"
+    Image.new(mode, (123, 45)).save(path, exif=Image.Exif(), **kwargs) if suffix == ".jpg" else \
+        Image.new(mode, (123, 45)).save(path)
+    assert image_size(path) == (123, 45)
+
+
+def test_image_size_real_jpegs():
+    files = sorted((COCO_TINY / "val2017").glob("*.jpg"))[:20]
+    if not files:
+        pytest.skip("coco-tiny not present")
+    for f in files:
+        with Image.open(f) as im:
+            assert image_size(f) == im.size
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"GIF89a....", "not a JPEG or PNG"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "no JPEG frame header"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "truncated PNG header"),
+])
+def test_unreadable_image_header(tmp_path, content, match):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageHeaderError, match=match) as info:
+        image_size(path)
+    assert str(path) in str(info.value)
+
+
+# -------------------------------------------------------------------------------------------- merge, stats
+def _sources(tmp_path):
+    coco = SourceSet("coco", tmp_path / "c", [{"id": 9, "file_name": "train2017/a.jpg", "width": 100, "height": 50,
+                                               "original_file_name": "a.jpg"}],
+                     [{"id": 4, "image_id": 9, "bbox": [0, 0, 10, 10], "area": 80.0, "iscrowd": 0},
+                      {"id": 5, "image_id": 9, "bbox": [0, 0, 50, 50], "area": 2000.0, "iscrowd": 1}])
+    cuhk_set = SourceSet("cuhk", tmp_path / "k", [{"id": 1, "file_name": "Image/SSM/a.jpg", "width": 200, "height": 100}],
+                         [{"id": 1, "image_id": 1, "bbox": [5, 5, 20, 50], "area": 1000.0, "iscrowd": 0,
+                           "person_id": 3, "ishard": 1}])
+    return [coco, cuhk_set]
+
+
+def test_merge_ids_names_roots_and_pycocotools(tmp_path):
+    from pycocotools.coco import COCO
+
+    merged = merge(_sources(tmp_path), "coco+cuhk", "all")
+    assert [im["id"] for im in merged["images"]] == [1, 2]
+    assert [a["id"] for a in merged["annotations"]] == [1, 2, 3]
+    assert [a["image_id"] for a in merged["annotations"]] == [1, 1, 2]
+    assert [im["file_name"] for im in merged["images"]] == ["coco/train2017/a.jpg", "cuhk/Image/SSM/a.jpg"]
+    assert [im["source"] for im in merged["images"]] == ["coco", "cuhk"]
+    assert [im["original_file_name"] for im in merged["images"]] == ["a.jpg", "a.jpg"]
+    assert merged["annotations"][2]["person_id"] == 3 and merged["annotations"][0]["person_id"] == -1
+    assert merged["categories"] == [{"id": 1, "name": "person", "supercategory": "person"}]
+    meta = merged["persondet"]
+    assert meta["mix"] == "coco+cuhk" and set(meta["source_digests"]) == {"coco", "cuhk"}
+    assert resolve_image_path(merged, merged["images"][0]) == (tmp_path / "c" / "train2017" / "a.jpg").resolve()
+    assert resolve_image_path(merged, merged["images"][1]) == (tmp_path / "k" / "Image/SSM/a.jpg").resolve()
+    path = write_dataset(merged, tmp_path / "train.json")
+    api = COCO(str(path))
+    assert len(api.getAnnIds(catIds=[1])) == 3 and len(api.getImgIds()) == 2
+    # the digest follows the content
+    changed = _sources(tmp_path)
+    changed[1].annotations[0]["bbox"] = [5, 5, 21, 50]
+    assert merge(changed, "coco+cuhk")["persondet"]["digest"] != meta["digest"]
+    assert merge(_sources(tmp_path), "coco+cuhk")["persondet"]["digest"] == meta["digest"]
+
+
+def test_stats_exclude_crowd_and_average_relative_size(tmp_path):
+    stats = dataset_stats(merge(_sources(tmp_path), "coco+cuhk"))
+    assert stats["coco"] == {"images": 1, "objects": 1, "avg_rel_size": 100 / 5000, "crowd_regions": 1}
+    assert stats["cuhk"] == {"images": 1, "objects": 1, "avg_rel_size": 1000 / 20000, "crowd_regions": 0}
+    assert stats["merged"]["objects"] == 2
+    assert stats["merged"]["avg_rel_size"] == pytest.approx((0.02 + 0.05) / 2)
+    assert "| cuhk | 1 | 1 | 0.05000 | 0 |" in stats_markdown(stats)
