@@ -23,7 +23,8 @@ from persondet.errors import PersondetError
 from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50
 
 GENERIC_STEMS = {"annotations", "annotation", "test", "gt", "labels", "instances", "val", "data"}
-DRAW_SCORE = 0.3  # detections drawn on example images: at least this score
+DRAW_SCORE = 0.3
+DEMO_PERSON_CATEGORY = "pedestrian"  # persondet.synth.INHOUSE_CATEGORIES  # detections drawn on example images: at least this score
 
 
 @dataclass
@@ -268,10 +269,12 @@ def _demo_test_set(config: EvaluateConfig) -> tuple[str, str]:
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """Evaluate ``config.model_uri`` on the test set; returns metrics, run ids, digest and leakage."""
-    annotations, images = config.test_annotations, config.test_images
+    annotations, images, person = config.test_annotations, config.test_images, config.person_category
     if not annotations:
         annotations, images = _demo_test_set(config)
-    test_set = load_test_set(annotations, images, config.person_category, sanitize_name(config.test_name)
+        if person == "person":  # the demo in-house set names its person category "pedestrian"
+            person = DEMO_PERSON_CATEGORY
+    test_set = load_test_set(annotations, images, person, sanitize_name(config.test_name)
                              if config.test_name else "")
     model = tracking.load_pytorch_model(config.model_uri)
     detector = getattr(model, "detector", model)
@@ -310,8 +313,9 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
                 "persondet.leakage": str(bool(leaked)).lower(), "persondet.leakage_count": len(leaked)}
         with tracking.start_run("evaluate", run_name=f"evaluate {test_set.name}", tags=tags) as run:
             params = config.to_params()
-            params.update(test_annotations=str(test_set.annotations_path), test_name=test_set.name,
-                          test_images=images or str(test_set.annotations_path.parent),
+            # resolved values under their own names: `mlflow run` already logged the given ones
+            params.update(test_annotations_path=str(test_set.annotations_path), test_set_name=test_set.name,
+                          test_images_path=images or str(test_set.annotations_path.parent),
                           test_digest=test_set.digest, training_run_id=training_run_id or "",
                           person_category_id=str(test_set.category_id),
                           test_images_count=str(len(test_set.image_paths)))

@@ -159,11 +159,11 @@ def side_by_side(train_runs, eval_runs, test_name: str, examples: int, out_dir: 
     from persondet.evaluation import detect, draw_example, gt_boxes_by_image, load_test_set
 
     coco, merged = _best_run(train_runs, "coco", test_name), _best_run(train_runs, "coco+cuhk", test_name)
-    evaluation = next((r for r in eval_runs if r.data.params.get("test_name") == test_name), None)
+    evaluation = next((r for r in eval_runs if r.data.params.get("test_set_name") == test_name), None)
     if not (coco and merged and evaluation and examples):
         return []
     p = evaluation.data.params
-    test_set = load_test_set(p["test_annotations"], p.get("test_images", ""),
+    test_set = load_test_set(p["test_annotations_path"], p.get("test_images_path", ""),
                              p.get("person_category_id") or p.get("person_category", "person"), test_name)
     ids = sorted(test_set.image_paths)[:examples]
     test_set.image_paths = {i: test_set.image_paths[i] for i in ids}
