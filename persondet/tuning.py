@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,12 +41,19 @@ def open_storage(config: TuneConfig):
         retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(config.max_retry)}
     else:
         retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(config.max_retry)}
-    try:
-        return storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
-                                   grace_period=config.grace_period, **retry)
-    except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable database
-        reason = " ".join(str(exc).split())[:200]
-        raise PersondetError(f"storage={redact(url)!r} cannot be opened: {reason}") from None
+    for attempt in range(3):
+        try:
+            return storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                       heartbeat_interval=config.heartbeat_interval,
+                                       grace_period=config.grace_period, **retry)
+        except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable database
+            # Workers starting together on an empty database race to create the schema; the loser's
+            # next attempt finds it in place.
+            if attempt == 2:
+                reason = " ".join(str(exc).split())[:200]
+                raise PersondetError(f"storage={redact(url)!r} cannot be opened: {reason}") from None
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 def suggest(trial, config: TuneConfig) -> dict[str, Any]:
@@ -125,6 +133,12 @@ class Objective:
         settings = suggest(trial, self.config)
         train_config = self.train_config(settings, seed=trial.number)
         retry_of = retried_trial_number(trial)
+        if retry_of is not None:  # the stale trial's worker died: close its run for it
+            stale = trial.study.get_trials(deepcopy=False)[retry_of]
+            stale_run = stale.user_attrs.get("mlflow_run_id")
+            if stale_run:
+                tracking.update_run(stale_run, tags={"persondet.trial_state": "STALE"})
+                tracking.end_run_if_running(stale_run, "FAILED")
         run_id = tracking.create_run(
             "train", run_name=f"{self.config.study_name} trial {trial.number}", parent_run_id=self.parent_run_id,
             tags={"persondet.study": self.config.study_name, "persondet.trial_number": trial.number,

@@ -1,0 +1,241 @@
+"""`tune`: the optuna study, its pruning on per-epoch val/AP50, nested MLflow runs, shared PostgreSQL
+storage across worker processes and the retry of a dead worker's trial.  Real trainings on a tiny set."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from persondet.config import ConfigError, TuneConfig
+from persondet.errors import PersondetError
+from training_fixtures import make_prepared_set
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(model="small", epochs=2, max_iters_per_epoch=1, workers=0, batch_sizes="2,4")
+
+
+@pytest.fixture
+def tiny_set(tmp_path) -> Path:
+    return make_prepared_set(tmp_path / "data", images=6)
+
+
+@pytest.fixture
+def local_tracking(tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tune-test")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+def tiny_config(tiny_set: Path, storage: str, **overrides) -> TuneConfig:
+    settings = dict(TINY, storage=storage, data=str(tiny_set), val_annotations=str(tiny_set),
+                    val_images=str(tiny_set.parent), study_name="study")
+    settings.update(overrides)
+    return TuneConfig(**settings)
+
+
+def cli_args(config: TuneConfig) -> list[str]:
+    args = []
+    for name, value in config.to_params().items():
+        if name != "storage" and value != "":
+            args += ["--" + name.replace("_", "-"), value]
+    return args + ["--storage", config.storage]
+
+
+def nested_runs(parent_run_id: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings, message", [
+    ({"n_trials": 0}, "n_trials=0 must be >= 1"),
+    ({"lr_min": 0.1, "lr_max": 0.01}, "lr_min=0.1, lr_max=0.01"),
+    ({"batch_sizes": "8,x"}, "batch_sizes='8,x'"),
+    ({"cuhk_ratio_min": 0}, "cuhk_ratio_min=0"),
+    ({"heartbeat_interval": 60, "grace_period": 30}, "grace_period=30 must be > heartbeat_interval=60"),
+    ({"val_annotations": "val.json"}, "val_annotations and val_images go together"),
+])
+def test_tune_config_rejects_bad_values(settings, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TuneConfig(**settings)
+
+
+def test_tune_entry_point_reports_a_bad_value_on_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "entrypoints" / "tune.py"), "--n-trials", "zero"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "persondet: error: n_trials='zero' is not a valid int"
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_an_unreachable_storage_is_named_without_its_password(tiny_set, local_tracking):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from persondet.tuning import tune
+
+    with pytest.raises(PersondetError, match=rf"storage='postgresql\+psycopg2://u:\*\*\*@127.0.0.1:{port}/optuna' "
+                                             "cannot be opened") as error:
+        tune(tiny_config(tiny_set, f"postgresql://u:hunter22@127.0.0.1:{port}/optuna"))
+    assert "hunter22" not in str(error.value)
+
+
+def test_an_existing_study_is_refused_without_load_if_exists(tiny_set, local_tracking, tmp_path):
+    import optuna
+
+    from persondet.tuning import tune
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    optuna.create_study(storage=storage, study_name="study")
+    with pytest.raises(PersondetError, match="study_name='study' already exists .* load_if_exists=true"):
+        tune(tiny_config(tiny_set, storage, load_if_exists=False))
+
+
+# --- one worker: nested runs, pruning, best on the parent --------------------------------------------------
+
+@pytest.mark.slow
+def test_a_trial_below_the_median_is_pruned_and_recorded_as_such(tiny_set, local_tracking, tmp_path):
+    import optuna
+    from mlflow import MlflowClient
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from persondet.tuning import tune
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(storage=storage, study_name="study", direction="maximize")
+    strong = {"lr": 0.01, "batch_size": 4, "cuhk_ratio": 2.0}
+    distributions = {"lr": FloatDistribution(1e-3, 5e-2, log=True), "batch_size": CategoricalDistribution([2, 4]),
+                     "cuhk_ratio": FloatDistribution(0.25, 4.0, log=True)}
+    for _ in range(2):  # two finished trials far above what 2 iterations of training reach
+        study.add_trial(optuna.trial.create_trial(params=strong, distributions=distributions, value=0.9,
+                                                  intermediate_values={0: 0.9, 1: 0.9}))
+
+    summary = tune(tiny_config(tiny_set, storage, n_trials=1, pruner_startup_trials=1, pruner_warmup_epochs=0))
+
+    assert (summary["trials"], summary["pruned"], summary["complete"]) == (3, 1, 2)
+    trial = study.get_trials()[2]
+    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [0]
+    client = MlflowClient()
+    (run,) = nested_runs(summary["parent_run_id"])
+    assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
+    assert run.info.status == "KILLED" and run.data.tags["persondet.trial_state"] == "PRUNED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/AP50")] == [0]  # stopped after epoch 0
+    assert run.data.params["batch_size"] == str(trial.params["batch_size"])
+    assert run.data.params["source_weights"] == f"coco=1,cuhk={trial.params['cuhk_ratio']:.4g}"
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["persondet.entry_point"] == "tune"
+    assert parent.data.params["best_batch_size"] == "4" and parent.data.metrics["best_val_AP50"] == 0.9
+    assert parent.data.metrics["trials_pruned"] == 1
+
+
+# --- many workers: one PostgreSQL-backed study -------------------------------------------------------------
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_two_workers_on_one_postgresql_study_run_every_trial_exactly_once(tiny_set, native_postgres,
+                                                                          tracking_server, tmp_path, monkeypatch):
+    import optuna
+    from mlflow import MlflowClient
+
+    per_worker = 2
+    storage = native_postgres.uri("optuna")
+    config = tiny_config(tiny_set, storage, n_trials=per_worker, study_name=f"shared-{os.getpid()}", epochs=1)
+    env = {**os.environ, **tracking_server.client_env(), "MLFLOW_EXPERIMENT_NAME": "tune-shared"}
+    env.pop("MLFLOW_RUN_ID", None)
+    workers = [subprocess.Popen([sys.executable, str(ROOT / "entrypoints" / "tune.py"), *cli_args(config)],
+                                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+
+    trials = optuna.load_study(study_name=config.study_name, storage=storage.replace(
+        "postgresql://", "postgresql+psycopg2://")).get_trials()
+    assert sorted(t.number for t in trials) == list(range(2 * per_worker))  # none lost, none extra
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert all(t.state in finished for t in trials), [t.state for t in trials]
+    run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
+    assert len(set(run_ids)) == len(trials)  # one run per trial, none shared
+
+    for name, value in tracking_server.client_env().items():
+        monkeypatch.setenv(name, value)  # read back through the server, with credentials
+    client = MlflowClient(tracking_uri=tracking_server.uri)
+    parents = set()
+    for trial, run_id in zip(trials, run_ids):
+        run = client.get_run(run_id)
+        assert run.data.tags["persondet.trial_number"] == str(trial.number)
+        assert run.data.params["batch_size"] == str(trial.params["batch_size"])
+        parents.add(run.data.tags["mlflow.parentRunId"])
+    assert len(parents) == 2  # each worker's parent run holds its own trials
+    for parent in parents:
+        assert client.get_run(parent).info.status == "FINISHED"
+        children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                      f"tags.`mlflow.parentRunId` = '{parent}'")
+        assert len(children) == per_worker
+
+
+# --- a worker dies: its stale trial is re-run -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_dead_workers_trial_goes_stale_and_is_retried_with_its_parameters(tiny_set, local_tracking, tmp_path):
+    import optuna
+    from mlflow import MlflowClient
+
+    from persondet.tuning import tune
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    heartbeat = dict(heartbeat_interval=1, grace_period=3)
+    long_trial = tiny_config(tiny_set, storage, n_trials=1, epochs=200, **heartbeat)
+    worker = subprocess.Popen([sys.executable, str(ROOT / "entrypoints" / "tune.py"), *cli_args(long_trial)],
+                              env={**os.environ}, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                running = optuna.load_study(study_name="study", storage=storage).get_trials(
+                    states=(optuna.trial.TrialState.RUNNING,))
+            except KeyError:  # the study does not exist yet
+                running = []
+            if running and "mlflow_run_id" in running[0].user_attrs:
+                break
+            assert worker.poll() is None, "the worker ended before its trial started"
+            time.sleep(0.5)
+        else:
+            pytest.fail("the first worker never started a trial")
+        time.sleep(2)  # training
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker dies without ending anything
+        worker.wait()
+    dead = running[0]
+    time.sleep(heartbeat["grace_period"] + 1)
+
+    tune(tiny_config(tiny_set, storage, n_trials=1, **heartbeat))
+
+    trials = optuna.load_study(study_name="study", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    retry = trials[1]
+    assert retry.system_attrs["failed_trial"] == dead.number and retry.params == dead.params
+    client = MlflowClient()
+    stale_run = client.get_run(dead.user_attrs["mlflow_run_id"])
+    assert stale_run.info.status == "FAILED" and stale_run.data.tags["persondet.trial_state"] == "STALE"
+    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert retry_run.info.status == "FINISHED"
+    assert retry_run.data.tags["persondet.retry_of_trial"] == str(dead.number)
