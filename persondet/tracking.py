@@ -48,7 +48,33 @@ def log_params(params: Mapping[str, Any]) -> None:
     if is_main_process():
         import mlflow
 
-        mlflow.log_params({k: v for k, v in params.items()})
+        mlflow.log_params(_not_yet_logged(params))
+
+
+def _not_yet_logged(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop params the active run already holds with the same value.
+
+    Under ``mlflow run`` the project has already logged every entry-point parameter, shell-quoted
+    (an empty string is logged as ``''``); logging the unquoted value again would be a "change".
+    """
+    import shlex
+
+    import mlflow
+
+    run = mlflow.active_run()
+    logged = mlflow.get_run(run.info.run_id).data.params if run is not None else {}
+    fresh = {}
+    for key, value in params.items():
+        old = logged.get(key)
+        if old is not None:
+            try:
+                unquoted = shlex.split(old)
+            except ValueError:
+                unquoted = None
+            if old == str(value) or unquoted in ([str(value)], [] if str(value) == "" else None):
+                continue
+        fresh[key] = value
+    return fresh
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
