@@ -115,14 +115,16 @@ class Runner:
             run_id, reused = found.info.run_id, True
         else:
             print(f"persondet main: running {entry_point} {parameters}", file=sys.stderr, flush=True)
-            submitted = mlflow.projects.run(str(REPO_ROOT), entry_point=entry_point, parameters=parameters,
-                                            experiment_name=self.experiment, env_manager="local",
-                                            synchronous=False)
-            ok = submitted.wait()
+            from mlflow.exceptions import ExecutionException
+
+            try:
+                submitted = mlflow.projects.run(str(REPO_ROOT), entry_point=entry_point, parameters=parameters,
+                                                experiment_name=self.experiment, env_manager="local",
+                                                synchronous=True)
+            except ExecutionException as exc:
+                raise PersondetError(f"step {entry_point} {parameters} failed ({' '.join(str(exc).split())}); "
+                                     "see its output above") from None
             run_id, reused = submitted.run_id, False
-            if not ok:
-                raise PersondetError(f"step {entry_point} {parameters} failed (run {run_id}); see its output "
-                                     "above")
             tracking.log_to_other_run(run_id, tags={INPUT_DIGEST_TAG: digest})
         seconds = time.time() - start
         self.study.steps.append(StepRecord(entry_point, parameters, run_id, reused, seconds))
@@ -162,6 +164,9 @@ def run_study(config: MainConfig) -> Study:
         # the steps run in the repository folder: a relative SQLite path must mean the same file there
         uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)  # what mlflow.projects hands to the steps
     runner = Runner(config.experiment, git_commit())
 
     if _is_demo(config):
