@@ -70,7 +70,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             tracking.log_metrics(_metrics(stats, counts))
             for name, digest in meta["source_digests"].items():
                 tracking.log_dataset_input(name, digest, meta["roots"][name])
-            tracking.log_dataset_input(config.mix, meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}")
+            tracking.log_dataset_input(f"prepared:{config.mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}")
             tracking.log_artifacts(str(stage), artifact_path=ARTIFACT_DIR)
         output_dir = _move_into_place(stage, Path(config.output_dir)) if config.output_dir else None
     return PrepareResult(run_id=run_id, digest=meta["digest"], stats=stats, counts=counts,

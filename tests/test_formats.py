@@ -139,6 +139,7 @@ def testg100():
     return cuhk.read_query_gallery(TESTG100, "TestG100")
 
 
+@pytest.mark.slow
 def test_real_testg100_through_the_converter_helpers(testg100):
     """The real CUHK-SYSU file through the same helpers (load_mat, struct_*, mat_str, mat_box)."""
     assert len(testg100) == 2900

@@ -1,0 +1,245 @@
+"""The prepare step: real COCO subset end to end, hand-made trees, bad input, `mlflow run` on demo data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import prepare_fixtures as fx
+from persondet.cli import run_cli
+from persondet.config import PrepareConfig
+from persondet.formats.merge import resolve_image_path
+from persondet.prepare import prepare
+
+REPO = Path(__file__).resolve().parents[1]
+COCO_TINY = fx.SHARED_DATA / "coco-tiny"
+
+
+@pytest.fixture
+def tracking_env(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PERSONDET_DEMO_HOME", str(tmp_path / "demo"))
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)  # also overrides a URI another test module may have left set
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def tracking(tracking_env):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_env)
+
+
+def test_coco_tiny_end_to_end(tmp_path, tracking):
+    if not COCO_TINY.exists():
+        pytest.skip(f"{COCO_TINY} not present")
+    from pycocotools.coco import COCO
+
+    result = prepare(PrepareConfig(coco_root=str(COCO_TINY), mix="coco", output_dir=str(tmp_path / "out")))
+    # ../shared/data/README.md: train2017 has 143 person annotations, 3 of them crowd, on 40 images
+    assert result.stats["coco"] == {**result.stats["coco"], "images": 40, "objects": 140, "crowd_regions": 3}
+    assert result.stats["merged"]["objects"] == 140
+    assert result.counts["coco"]["images_without_persons"] == 40
+    train = result.output_dir / "train.json"
+    api = COCO(str(train))
+    assert len(api.getAnnIds()) == 143 and len(api.getImgIds()) == 40
+    dataset = json.loads(train.read_text())
+    assert all(resolve_image_path(dataset, im).is_file() for im in dataset["images"])
+    assert dataset["persondet"]["roots"] == {"coco": str(COCO_TINY.resolve())}
+    assert json.loads((result.output_dir / "stats.json").read_text()) == result.stats
+    assert sorted(p.name for p in (result.output_dir / "checks").iterdir()) == [f"coco_{k}.jpg" for k in range(4)]
+
+    run = tracking.get_run(result.run_id)
+    assert run.data.params["mix"] == "coco" and run.data.params["coco_root"] == str(COCO_TINY)
+    assert run.data.metrics["coco/images"] == 40 and run.data.metrics["merged/objects"] == 140
+    assert run.data.metrics["merged/avg_rel_size"] == pytest.approx(result.stats["merged"]["avg_rel_size"])
+    assert run.data.tags["persondet.data_digest"] == result.digest == dataset["persondet"]["digest"]
+    assert run.data.tags["dataset_mix"] == "coco"
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"coco", "prepared:coco"}
+    assert inputs["prepared:coco"].dataset.digest == result.digest[:32]
+    names = {a.path for a in tracking.list_artifacts(result.run_id, "prepared")}
+    assert {"prepared/train.json", "prepared/stats.json", "prepared/stats.md", "prepared/rel_size_hist.png",
+            "prepared/checks"} <= names
+    downloaded = tracking.download_artifacts(result.run_id, "prepared/train.json", str(tmp_path / "dl"))
+    assert json.loads(Path(downloaded).read_text())["persondet"]["digest"] == result.digest
+
+
+def test_hand_made_trees_train_split(tmp_path, tracking_env):
+    coco_root = fx.make_coco_tree(tmp_path / "coco")
+    cuhk_root = fx.make_cuhk_tree(tmp_path / "cuhk")
+    result = prepare(PrepareConfig(coco_root=str(coco_root), cuhk_root=str(cuhk_root), mix="coco+cuhk",
+                                   cuhk_split="train", check_images=1, output_dir=str(tmp_path / "out")))
+    dataset = json.loads((result.output_dir / "train.json").read_text())
+    files = [im["file_name"] for im in dataset["images"]]
+    # COCO: person is category 7 here; image 3 holds only a bicycle. CUHK train = all minus pool (s3).
+    assert files == ["coco/train2017/000000000001.jpg", "coco/train2017/000000000002.jpg",
+                     "cuhk/Image/SSM/s1.jpg", "cuhk/Image/SSM/s2.jpg"]
+    cuhk_anns = [a for a in dataset["annotations"] if a["image_id"] > 2]
+    assert [a["bbox"] for a in cuhk_anns] == [[10, 20, 30, 80], [100, 30, 40, 100], [280, 10, 20, 90]]
+    assert [a["person_id"] for a in cuhk_anns] == [-1, 7, -1] and [a["ishard"] for a in cuhk_anns] == [0, 1, 0]
+    assert result.counts["cuhk"]["dropped_boxes"] == 1 and result.counts["cuhk"]["clipped_boxes"] == 1
+    assert result.stats["coco"] == {"images": 2, "objects": 2, "crowd_regions": 1,
+                                    "avg_rel_size": pytest.approx((200 / 3072 + 1200 / 4800) / 2)}
+    assert result.stats["cuhk"]["avg_rel_size"] == pytest.approx((2400 / 76800 + 4000 / 76800 + 1800 / 60000) / 3)
+    assert [im["id"] for im in dataset["images"]] == [1, 2, 3, 4]
+    assert [a["id"] for a in dataset["annotations"]] == list(range(1, 7))
+    assert sorted(p.name for p in (result.output_dir / "checks").iterdir()) == ["coco_0.jpg", "cuhk_0.jpg"]
+    assert (tmp_path / "mlflow.db").exists() and result.run_id
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def _entry_point():
+    spec = importlib.util.spec_from_file_location("prepare_entry", REPO / "entrypoints" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _break(case: str, coco: Path, cuhk: Path) -> tuple[list[str], str]:
+    """Damage the trees for one case; returns extra arguments and the expected message (regex)."""
+    ann = cuhk / "annotation"
+    coco_json = coco / "annotations" / "instances_train2017.json"
+    if case == "missing_root":
+        return ["--coco-root", str(coco / "nope")], r"coco_root=.*nope.*: folder not found"
+    if case == "missing_coco_json":
+        coco_json.unlink()
+        return [], r"instances_train2017.json: annotation file not found"
+    if case == "missing_images_mat":
+        (ann / "Images.mat").unlink()
+        return [], r"Images.mat: annotation file not found"
+    if case == "truncated_mat":
+        (ann / "Images.mat").write_bytes((ann / "Images.mat").read_bytes()[:200])
+        return [], r"Images.mat: not a readable MATLAB .mat file"
+    if case == "not_a_mat":
+        (ann / "pool.mat").write_text("<html>not found</html>" * 10)
+        return ["--cuhk-split", "test"], r"pool.mat: not a readable MATLAB .mat file"
+    if case == "mat_without_key":
+        import scipy.io
+
+        scipy.io.savemat(ann / "Person.mat", {"People": np.zeros(2)})
+        return [], r"Person.mat: no variable 'Person' \(found: People\)"
+    if case == "mat_without_field":
+        rows = [{"imname": np.array(["s1.jpg"]), "box": np.zeros((1, 0))}]
+        import scipy.io
+
+        scipy.io.savemat(ann / "Images.mat", {"Img": fx.mat_struct((1, 1), ("imname", "boxes"),
+                                                                    [{"imname": rows[0]["imname"], "boxes": 0}])})
+        return [], r"Images.mat: Img\[0\]: struct has no field 'box'"
+    if case == "malformed_json":
+        coco_json.write_text(coco_json.read_text()[:-30])
+        return [], r"instances_train2017.json: malformed JSON at byte \d+"
+    if case == "no_person":
+        data = json.loads(coco_json.read_text())
+        data["categories"] = [c for c in data["categories"] if c["name"] != "person"]
+        coco_json.write_text(json.dumps(data))
+        return [], r"no category named 'person' \(categories: bicycle\)"
+    if case == "missing_images":
+        for name in ("000000000001.jpg", "000000000002.jpg"):
+            (coco / "train2017" / name).unlink()
+        return [], r"2 of 2 images listed in .*instances_train2017.json are missing under .*train2017: " \
+                   r"000000000001.jpg, 000000000002.jpg"
+    if case == "unreadable_image":
+        (cuhk / "Image" / "SSM" / "s2.jpg").write_bytes(b"\x00" * 100)
+        return [], r"s2.jpg: unreadable image: not a JPEG or PNG"
+    raise AssertionError(case)
+
+
+BAD_CASES = ["missing_root", "missing_coco_json", "missing_images_mat", "truncated_mat", "not_a_mat",
+             "mat_without_key", "mat_without_field", "malformed_json", "no_person", "missing_images",
+             "unreadable_image"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, tracking_env, capsys, case):
+    coco = fx.make_coco_tree(tmp_path / "coco")
+    cuhk = fx.make_cuhk_tree(tmp_path / "cuhk")
+    out_parent = tmp_path / "outputs"
+    out_parent.mkdir()
+    extra, expected = _break(case, coco, cuhk)
+    argv = ["--coco-root", str(coco), "--cuhk-root", str(cuhk), "--output-dir", str(out_parent / "prepared"),
+            *extra]
+    assert run_cli(_entry_point(), argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("persondet: error: ")
+    import re
+
+    assert re.search(expected, err), err
+    assert list(out_parent.iterdir()) == []  # no output folder, no temporary leftovers
+    assert not (tmp_path / "mlflow.db").exists()  # checked before any run was started
+
+
+# ------------------------------------------------------------------------------- mlflow run on demo data
+def _independent_counts(coco_root: Path, cuhk_root: Path) -> dict:
+    """Counted straight from the demo files with json, scipy and PIL, not with persondet's readers."""
+    import scipy.io
+    from PIL import Image
+
+    data = json.loads((coco_root / "annotations" / "instances_train2017.json").read_text())
+    person = next(c["id"] for c in data["categories"] if c["name"] == "person")
+    sizes = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
+    anns = [a for a in data["annotations"] if a["category_id"] == person]
+    rel = [a["bbox"][2] * a["bbox"][3] / (sizes[a["image_id"]][0] * sizes[a["image_id"]][1])
+           for a in anns if not a["iscrowd"]]
+    coco = {"images": len({a["image_id"] for a in anns}), "objects": len(rel), "avg_rel_size": float(np.mean(rel))}
+
+    img = scipy.io.loadmat(cuhk_root / "annotation" / "Images.mat")["Img"][0]
+    rel, n_images = [], 0
+    for entry in img:
+        name = str(entry["imname"].item() if entry["imname"].size == 1 else entry["imname"][0])
+        with Image.open(cuhk_root / "Image" / "SSM" / name) as im:
+            width, height = im.size
+        kept = 0
+        for box in entry["box"].reshape(-1):
+            loc = np.asarray(box["idlocate"], dtype=np.int64).reshape(-1)
+            if loc.size != 4 or loc[2] <= 0 or loc[3] <= 0:
+                continue
+            x1, y1 = max(loc[0], 0), max(loc[1], 0)
+            x2, y2 = min(loc[0] + loc[2], width), min(loc[1] + loc[3], height)
+            if x2 > x1 and y2 > y1:
+                rel.append((x2 - x1) * (y2 - y1) / (width * height))
+                kept += 1
+        n_images += kept > 0
+    cuhk = {"images": n_images, "objects": len(rel), "avg_rel_size": float(np.mean(rel))}
+    return {"coco": coco, "cuhk": cuhk}
+
+
+@pytest.mark.slow
+def test_mlflow_run_prepare_on_demo_data(tmp_path, tracking):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "PERSONDET_DEMO_HOME": str(tmp_path / "demo"), "MLFLOW_EXPERIMENT_NAME": "prepare-test"}
+    env.pop("MLFLOW_EXPERIMENT_ID", None)
+    env.pop("MLFLOW_RUN_ID", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", ".", "-e", "prepare",
+                           "--env-manager", "local"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    experiment = tracking.get_experiment_by_name("prepare-test")
+    (run,) = tracking.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["persondet.entry_point"] == "prepare"
+    stats = json.loads(Path(tracking.download_artifacts(run.info.run_id, "prepared/stats.json",
+                                                        str(tmp_path / "dl"))).read_text())
+    from persondet.synth import ensure_demo_data
+
+    demo = ensure_demo_data(0)  # the tree the run generated, reused
+    expected = _independent_counts(Path(demo.coco_root), Path(demo.cuhk_root))
+    for source in ("coco", "cuhk"):
+        assert stats[source]["images"] == expected[source]["images"]
+        assert stats[source]["objects"] == expected[source]["objects"]
+        assert stats[source]["avg_rel_size"] == pytest.approx(expected[source]["avg_rel_size"], rel=1e-9)
+    assert stats["merged"]["objects"] == expected["coco"]["objects"] + expected["cuhk"]["objects"]
+    assert run.data.metrics["merged/images"] == expected["coco"]["images"] + expected["cuhk"]["images"]
+    assert run.data.tags["dataset_mix"] == "coco+cuhk"
