@@ -68,6 +68,20 @@ def load_average() -> str:
         return "unknown"
 
 
+def _busy_note() -> str:
+    """A warning when other processes competed for the CPUs during the run."""
+    try:
+        five = os.getloadavg()[1]
+    except OSError:
+        return ""
+    cores = os.cpu_count() or 1
+    if five <= cores:
+        return ""
+    return (f"**Busy machine**: the 5-minute load average ({five:.1f}) exceeded the {cores} cores, so other "
+            "processes took CPU time during this run: absolute rates are lower than on an idle machine, "
+            "while the ratios compare sides measured under the same load.")
+
+
 class Timer:
     """Wall-clock seconds of a ``with`` block (``perf_counter``)."""
 
@@ -95,6 +109,9 @@ def write_result(path: Path, title: str, method: str, table: str, notes: str = "
             "", table, ""]
     if notes:
         body += [notes, ""]
+    busy = _busy_note()
+    if busy:
+        body += [busy, ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
