@@ -26,7 +26,7 @@ from persondet.errors import PersondetError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INPUT_DIGEST_TAG = "persondet.input_digest"
 # Demo training: small enough that the whole study runs in minutes on a 2-core CPU.
-DEMO_TRAIN = {"epochs": "2", "max_iters_per_epoch": "12", "min_size": "256", "max_size": "320",
+DEMO_TRAIN = {"epochs": "1", "max_iters_per_epoch": "16", "min_size": "192", "max_size": "256",
               "workers": "0"}
 
 
@@ -144,13 +144,15 @@ def _train_parameters(config: MainConfig, data: str, batch_size: int) -> dict[st
     if model == "auto":  # resolved here: `mlflow run` logs the given value, train logs the model it built
         model = "fasterrcnn_resnet50_fpn" if torch.cuda.is_available() else "small"
     params = {"data": data, "batch_size": str(batch_size), "model": model}
+    settings = dict(DEMO_TRAIN) if _is_demo(config) else {}
     if config.epochs != "auto":
-        params["epochs"] = config.epochs
-    elif _is_demo(config):
-        declared = declared_parameters("train")
-        for key, value in DEMO_TRAIN.items():
-            # a setting the train entry point does not declare is passed as an extra --flag
-            params[key if key in declared or key == "epochs" else key.replace("_", "-")] = value
+        settings["epochs"] = config.epochs
+    if config.max_iters_per_epoch is not None:
+        settings["max_iters_per_epoch"] = str(config.max_iters_per_epoch)
+    declared = declared_parameters("train")
+    for key, value in settings.items():
+        # a setting the train entry point does not declare is passed as an extra --flag
+        params[key if key in declared else key.replace("_", "-")] = value
     return params
 
 

@@ -1,0 +1,110 @@
+"""main: the whole study as MLflow project runs of the repository's own entry points, re-using runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from persondet import tracking
+from persondet.config import ConfigError, MainConfig
+from persondet.pipeline import INPUT_DIGEST_TAG, Runner, git_commit, main
+
+ENTRY_POINTS = ("prepare", "train", "evaluate", "promote", "report")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    # main() sets these process-wide (it is a command); give them back after the test
+    monkeypatch.setenv("PATH", os.environ.get("PATH", ""))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "study")
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _project_run(entry_point: str, params: dict, digest: str, commit: str | None, finished: bool = True) -> str:
+    import mlflow
+
+    mlflow.set_experiment("study")
+    tags = {"mlflow.project.entryPoint": entry_point, INPUT_DIGEST_TAG: digest}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = mlflow.start_run(tags=tags)
+    mlflow.log_params(params)
+    mlflow.end_run("FINISHED" if finished else "FAILED")
+    return run.info.run_id
+
+
+def test_reuse_needs_same_entry_point_params_digest_commit_and_a_finished_run(store):
+    params = {"mix": "coco+cuhk", "cuhk_root": "''"}
+    good = _project_run("prepare", params, "d1", "c1")
+    _project_run("prepare", params, "d1", "c1", finished=False)
+    runner = Runner("study", "c1")
+    assert runner.find_finished("prepare", {"mix": "coco+cuhk"}, "d1").info.run_id == good
+    assert runner.find_finished("prepare", {"mix": "coco"}, "d1") is None
+    assert runner.find_finished("prepare", {"mix": "coco+cuhk"}, "d2") is None
+    assert runner.find_finished("train", {"mix": "coco+cuhk"}, "d1") is None
+    assert Runner("study", "c2").find_finished("prepare", {"mix": "coco+cuhk"}, "d1") is None
+
+
+def test_log_params_accepts_what_mlflow_run_logged_quoted(store):
+    import mlflow
+
+    mlflow.set_experiment("study")
+    with mlflow.start_run():
+        mlflow.log_params({"coco_root": "''", "path": "'/a b/c'", "mix": "coco"})
+        tracking.log_params({"coco_root": "", "path": "/a b/c", "mix": "coco", "new": "1"})
+        with pytest.raises(Exception, match="Changing param values is not allowed"):
+            tracking.log_params({"mix": "cuhk"})
+
+
+def test_main_config_bad_values():
+    with pytest.raises(ConfigError, match="mixes='coco,kitti'"):
+        MainConfig(mixes="coco,kitti")
+    with pytest.raises(ConfigError, match="batch_sizes='8,x'"):
+        MainConfig(batch_sizes="8,x")
+
+
+def _counts():
+    return {ep: len(tracking.search_runs("study", ep)) for ep in ENTRY_POINTS}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(git_commit() is None, reason="needs the repository's git checkout")
+def test_main_runs_the_study_then_reuses_every_step(store):
+    import mlflow
+
+    config = MainConfig.from_strings({"mixes": "coco,coco+cuhk", "batch_sizes": "2", "epochs": "1",
+                                      "max_iters_per_epoch": "2", "experiment": "study"})
+    commit = git_commit()
+    first = main(config)
+    if git_commit() != commit:
+        pytest.skip("HEAD moved while the test ran (a shared checkout): the code version changed")
+    assert [s.entry_point for s in first["steps"]] == ["prepare", "prepare", "train", "train", "evaluate",
+                                                       "evaluate", "promote", "report"]
+    assert not any(s.reused for s in first["steps"])
+    counts = _counts()
+    assert counts == {"prepare": 2, "train": 2, "evaluate": 2, "promote": 1, "report": 1}
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias("persondet", "champion")
+    assert champion.tags["dataset_mix"] == "coco+cuhk"
+    train_runs = [client.get_run(s.run_id) for s in first["steps"] if s.entry_point == "train"]
+    assert all("inhouse/AP50" in r.data.metrics for r in train_runs)
+    assert all(r.data.tags["mlflow.source.git.commit"] == commit for r in train_runs)
+    report_run = next(s.run_id for s in first["steps"] if s.entry_point == "report")
+    html = mlflow.artifacts.download_artifacts(run_id=report_run, artifact_path="report/report.html",
+                                               dst_path=str(store / "dl"))
+    assert "coco+cuhk" in Path(html).read_text()
+
+    second = main(config)
+    if git_commit() != commit:
+        pytest.skip("HEAD moved while the test ran (a shared checkout): the code version changed")
+    assert all(s.reused for s in second["steps"])
+    assert [s.run_id for s in second["steps"]] == [s.run_id for s in first["steps"]]
+    assert _counts() == counts  # no new step runs
+    assert os.environ["MLFLOW_TRACKING_URI"].startswith("sqlite:////")
