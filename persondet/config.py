@@ -280,6 +280,7 @@ class MainConfig(ConfigBase):
     model: str = "auto"
     mixes: str = "coco,cuhk,coco+cuhk"
     experiment: str = "persondet"
+    max_iters_per_epoch: int | None = None  # None: the demo setting on demo data, else no cap
 
     def validate(self) -> None:
         for mix in self.mix_list():
