@@ -26,6 +26,7 @@ def test_smoke_data_has_the_declared_counts_and_is_cached(tmp_path):
     assert len(data["images"]) == sizes["coco_images"]
     assert len({a["image_id"] for a in data["annotations"] if a["category_id"] == 1}) == sizes["coco_person_images"]
     assert len({a["category_id"] for a in data["annotations"]}) > 40
+    assert bench.count_annotations(coco_root / "annotations" / "instances_train2017.json") == len(data["annotations"])
     img = scipy.io.loadmat(cuhk_root / "annotation" / "Images.mat")["Img"]
     assert img.shape == (1, sizes["cuhk_images"])
     assert sum(int(e["nAppear"][0, 0]) for e in img[0]) == sizes["cuhk_boxes"]
