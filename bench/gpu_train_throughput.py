@@ -28,6 +28,9 @@ NAME = "gpu_train_throughput"
 SIZES = [(640, 480), (800, 600), (1000, 750), (1200, 900)]  # all 4:3: every batch has one padded shape
 GOAL_RATIO = 2.0
 GOAL_IMAGES_PER_S = 100.0  # per H100 at batch 16
+# Speed does not depend on the learning rate; a small one keeps a randomly initialised detector from
+# diverging within the few measured iterations (train() stops on a non-finite loss).
+LR = 0.001
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -59,7 +62,7 @@ def reference_loop(json_path: Path, batch_size: int, iters: int, warmup: int, de
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=2, min_size=min_size, max_size=max_size).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.02 * batch_size / 16, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(params, lr=LR, momentum=0.9, weight_decay=1e-4)
     model.train()
     done, started = 0, None
     while done < warmup + iters:
@@ -91,7 +94,7 @@ def persondet_train(json_path: Path, batch_size: int, iters: int, device: str, d
     from persondet.training import TIMING_WARMUP_ITERS, train
 
     config = TrainConfig(data=str(json_path), model="fasterrcnn_resnet50_fpn", batch_size=batch_size,
-                         epochs=1, warmup_iters=0, max_iters_per_epoch=TIMING_WARMUP_ITERS + iters,
+                         epochs=1, lr=LR, warmup_iters=0, max_iters_per_epoch=TIMING_WARMUP_ITERS + iters,
                          amp=amp, channels_last=True, decode=decode, workers=workers,
                          # Images decoded on the GPU are already there: nothing to pin.
                          pin_memory=decode != "torchvision-cuda",
@@ -130,7 +133,7 @@ def main(argv=None) -> None:
             amp = "none"
             variants = [("b2", "decode in the training process (torchvision), workers 0", "torchvision", 0)]
     load_before = _common.load_average()
-    rows, results = [], {}
+    rows, results, failures = [], {}, []
     from persondet.training import TIMING_WARMUP_ITERS
 
     with tempfile.TemporaryDirectory(prefix="persondet-bench-gpu-") as tmp:
@@ -150,8 +153,16 @@ def main(argv=None) -> None:
             rows.append([batch_size, "(a) plain loop, reference recipe style: fp32, PIL, "
                          f"{min(args.workers, os.cpu_count() or 1)} workers", f"{anchor:.1f}", "1.00x", ""])
             for key, label, decode, workers in variants:
-                rate = persondet_train(json_path, batch_size, args.iters, device.type, decode, workers,
-                                       min_size, max_size, amp)
+                try:
+                    rate = persondet_train(json_path, batch_size, args.iters, device.type, decode, workers,
+                                           min_size, max_size, amp)
+                except Exception as exc:  # noqa: BLE001 - keep the other measurements of this GPU session
+                    reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+                    failures.append(f"batch {batch_size} ({key}): {reason}")
+                    print(f"batch {batch_size}: ({key}) FAILED: {reason}", flush=True)
+                    rows.append([batch_size, f"({key}) persondet `train`: {label}", "failed", "",
+                                 reason.replace("|", "/")])
+                    continue
                 results[(batch_size, key)] = rate
                 print(f"batch {batch_size}: ({key}) persondet train {rate:.1f} img/s", flush=True)
                 goals = []
@@ -167,7 +178,7 @@ def main(argv=None) -> None:
     method = (f"fasterrcnn_resnet50_fpn (2 classes, random init), input resized by the detector to shorter "
               f"side {min_size}, longer <= {max_size}; {n_images} generated 4:3 JPEGs "
               f"({', '.join(f'{w}x{h}' for w, h in sizes)}); one GPU, one process. (a): the anchor loop in "
-              f"this script, {args.warmup} warm-up + {args.iters} timed iterations; (b): "
+              f"this script, {args.warmup} warm-up + {args.iters} timed iterations; both SGD, lr {LR:g}; (b): "
               f"`persondet.training.train(TrainConfig(model='fasterrcnn_resnet50_fpn', amp='{amp}', "
               "channels_last=True, decode=..., workers=..., pin_memory=(decode != 'torchvision-cuda'), epochs=1, "
               f"max_iters_per_epoch={TIMING_WARMUP_ITERS + args.iters}))`, its own `images_per_s` (timed "
@@ -177,6 +188,9 @@ def main(argv=None) -> None:
     _common.write_result(args.output, "GPU training throughput", method, table, notes=notes,
                          load_before=load_before)
     print(f"wrote {args.output}")
+    if failures:
+        raise PersondetError(f"{len(failures)} measurement(s) failed (recorded in {args.output}): "
+                             + "; ".join(failures))
 
 
 if __name__ == "__main__":
