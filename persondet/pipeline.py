@@ -26,7 +26,7 @@ from persondet.errors import PersondetError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INPUT_DIGEST_TAG = "persondet.input_digest"
 # Demo training: small enough that the whole study runs in minutes on a 2-core CPU.
-DEMO_TRAIN = {"epochs": "1", "max_iters_per_epoch": "16", "min_size": "192", "max_size": "256",
+DEMO_TRAIN = {"epochs": "1", "max_iters_per_epoch": "8", "min_size": "192", "max_size": "256",
               "workers": "0"}
 
 

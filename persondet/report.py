@@ -43,7 +43,9 @@ def dataset_stats(prepare_runs, workdir: str) -> list[list[str]]:
     """One row per dataset (each source, each merged mix), the newest prepare run winning."""
     rows: dict[str, list[str]] = {}
     for run in prepare_runs:  # newest first
-        local = tracking.download_run_artifact(run.info.run_id, "stats.json", os.path.join(workdir, run.info.run_id))
+        target = os.path.join(workdir, run.info.run_id)
+        local = (tracking.download_run_artifact(run.info.run_id, "prepared/stats.json", target)
+                 or tracking.download_run_artifact(run.info.run_id, "stats.json", target))
         if not local:
             continue
         stats = json.loads(Path(local).read_text())
@@ -51,6 +53,8 @@ def dataset_stats(prepare_runs, workdir: str) -> list[list[str]]:
         split = run.data.params.get("cuhk_split", "")
         for key, value in stats.items():
             if not isinstance(value, dict) or "images" not in value:
+                continue
+            if key == "merged" and "+" not in mix:  # one source: its own row says it all
                 continue
             name = mix if key in ("merged", "all", "total") else key
             if name == "cuhk" and split:

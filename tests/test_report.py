@@ -21,7 +21,7 @@ def _prepare_run(mix: str, stats: dict, tmp_path):
         mlflow.log_params({"mix": mix, "cuhk_split": "all"})
         path = tmp_path / "stats.json"
         path.write_text(json.dumps(stats))
-        mlflow.log_artifact(str(path))
+        mlflow.log_artifact(str(path), "prepared")  # where prepare logs it
 
 
 def _speed_run(gpu: str, count: int, batch_size: int, t: float, mix: str = "coco+cuhk"):
@@ -47,6 +47,8 @@ def test_report_rebuilds_the_study(tmp_path, monkeypatch):
     _prepare_run("coco+cuhk", {"coco": {"images": 10, "objects": 30, "avg_rel_size": 0.08},
                                "cuhk": {"images": 5, "objects": 20, "avg_rel_size": 0.01},
                                "merged": {"images": 15, "objects": 50, "avg_rel_size": 0.052}}, tmp_path)
+    _prepare_run("cuhk", {"cuhk": {"images": 5, "objects": 20, "avg_rel_size": 0.01},
+                          "merged": {"images": 5, "objects": 20, "avg_rel_size": 0.01}}, tmp_path)
     for gpu, count, t in (("Tesla V100-SXM2-16GB", 4, 1.4), ("NVIDIA A100-SXM4-40GB", 4, 1.0),
                           ("NVIDIA A100-SXM4-40GB", 8, 0.5)):
         _speed_run(gpu, count, 8, t)
