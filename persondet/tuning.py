@@ -96,7 +96,7 @@ def resolve_data(config: TuneConfig) -> tuple[str, str, str]:
             from persondet.prepare import prepare
 
             with _mlflow_run_env(None):  # a prepare run of its own, not the tune run
-                data = str(prepare(PrepareConfig())["run_id"])
+                data = str(prepare(PrepareConfig()).run_id)
     return data, val_annotations, val_images
 
 

@@ -93,3 +93,70 @@ def test_the_server_keeps_runs_in_postgresql(tracking_server, as_client):
                           dbname="mlflow") as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM runs WHERE name = %s", (run_name,))
         assert cursor.fetchone()[0] == 1
+
+
+def _wait(condition, timeout_s: float, what: str, process=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process ended with {process.returncode} first")
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout_s} s")
+
+
+@pytest.mark.slow
+def test_prepare_train_evaluate_with_credentials_and_a_server_crash_mid_training(tracking_server, as_client,
+                                                                                tmp_path):
+    """prepare -> train -> evaluate against the server; the server is killed and restarted while the
+    training runs: the training finishes and every logged step is on the server."""
+    from mlflow import MlflowClient
+
+    from persondet.config import EvaluateConfig, PrepareConfig
+    from persondet.evaluation import evaluate
+    from persondet.prepare import prepare
+
+    prepared = prepare(PrepareConfig(check_images=1))
+    assert prepared.run_id and MlflowClient().get_run(prepared.run_id).info.status == "FINISHED"
+
+    epochs, iters = 3, 4
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    log = open(tmp_path / "train.log", "w")
+    training = subprocess.Popen(
+        [sys.executable, str(ROOT / "entrypoints" / "train.py"), "--data", prepared.run_id, "--model", "small",
+         "--epochs", str(epochs), "--max-iters-per-epoch", str(iters), "--batch-size", "2", "--workers", "0",
+         "--min-size", "128", "--max-size", "192"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name(as_client).experiment_id
+
+    def first_epoch_logged():
+        runs = client.search_runs([experiment_id], "tags.`persondet.entry_point` = 'train'")
+        if runs and client.get_metric_history(runs[0].info.run_id, "epoch_loss"):
+            return runs[0].info.run_id
+        return None
+
+    try:
+        run_id = _wait(first_epoch_logged, 300, "the training's first epoch", training)
+        tracking_server.kill()  # a crash in the middle of the training
+        assert training.poll() is None, "the training ended before the crash"
+        tracking_server.start()
+        assert training.wait(timeout=600) == 0, (tmp_path / "train.log").read_text()[-3000:]
+    finally:
+        if training.poll() is None:
+            training.kill()
+        log.close()
+
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert {"gpu_type", "batch_size", "dataset_mix"} <= set(run.data.params) and "train_time_s" in run.data.metrics
+    steps = {m.step for m in client.get_metric_history(run_id, "loss")}
+    assert steps == set(range(epochs * iters)), f"missing steps {sorted(set(range(epochs * iters)) - steps)}"
+    assert {m.step for m in client.get_metric_history(run_id, "epoch_loss")} == set(range(epochs))
+
+    result = evaluate(EvaluateConfig(model_uri=f"runs:/{run_id}/model", examples=1))
+    evaluation_runs = client.search_runs([experiment_id], "tags.`persondet.entry_point` = 'evaluate'")
+    assert len(evaluation_runs) == 1 and "AP50" in evaluation_runs[0].data.metrics
+    assert 0.0 <= evaluation_runs[0].data.metrics["AP50"] <= 1.0 and result
