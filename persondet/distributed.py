@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def get_rank() -> int:
+    # A process that has not imported torch has no process group; importing it here would cost
+    # ~0.5 GB of memory in steps that never use torch (prepare).
+    if "torch" not in sys.modules:
+        return int(os.environ.get("RANK", "0"))
     try:
         import torch.distributed as dist
 
@@ -17,6 +22,8 @@ def get_rank() -> int:
 
 
 def get_world_size() -> int:
+    if "torch" not in sys.modules:
+        return int(os.environ.get("WORLD_SIZE", "1"))
     try:
         import torch.distributed as dist
 

@@ -75,8 +75,9 @@ def write_dataset(dataset: dict, path: str | Path) -> Path:
     """Write atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
+    text = json.dumps(dataset, separators=(",", ":"))  # dumps uses the C encoder, dump does not (4x slower)
     with open(tmp, "w") as f:
-        json.dump(dataset, f, separators=(",", ":"))
+        f.write(text)
     tmp.replace(path)
     return path
 
