@@ -76,6 +76,20 @@ def source_digest(root: str, annotation_dirs=("annotations", "annotation")) -> s
     return h.hexdigest()[:16]
 
 
+def _same_param(logged: str | None, value: str) -> bool:
+    """`mlflow run` logs parameters shell-quoted ('' for an empty string, '/a b' for a path with a space)."""
+    import shlex
+
+    if logged is None:
+        return False
+    if logged == value:
+        return True
+    try:
+        return shlex.split(logged) == [value]
+    except ValueError:
+        return False
+
+
 def declared_parameters(entry_point: str) -> set[str]:
     from mlflow.projects._project_spec import load_project
 
@@ -101,7 +115,7 @@ class Runner:
             return None
         for run in c.search_runs([experiment.experiment_id], " and ".join(filters),
                                  order_by=["attributes.start_time DESC"], max_results=200):
-            if all(run.data.params.get(k) == v for k, v in parameters.items()):
+            if all(_same_param(run.data.params.get(k), v) for k, v in parameters.items()):
                 return run
         return None
 

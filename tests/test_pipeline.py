@@ -46,6 +46,8 @@ def test_reuse_needs_same_entry_point_params_digest_commit_and_a_finished_run(st
     _project_run("prepare", params, "d1", "c1", finished=False)
     runner = Runner("study", "c1")
     assert runner.find_finished("prepare", {"mix": "coco+cuhk"}, "d1").info.run_id == good
+    assert runner.find_finished("prepare", {"mix": "coco+cuhk", "cuhk_root": ""}, "d1").info.run_id == good
+    assert runner.find_finished("prepare", {"mix": "coco+cuhk", "cuhk_root": "/x"}, "d1") is None
     assert runner.find_finished("prepare", {"mix": "coco"}, "d1") is None
     assert runner.find_finished("prepare", {"mix": "coco+cuhk"}, "d2") is None
     assert runner.find_finished("train", {"mix": "coco+cuhk"}, "d1") is None
