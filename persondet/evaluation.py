@@ -164,7 +164,11 @@ def detect(detector, test_set: TestSet, batch_size: int, label: int = 1) -> list
 
 def draw_example(image_path: Path, gt_boxes: list, detections: list[dict], out_path: Path,
                  title: str = "") -> None:
-    """Ground truth in green, detections (score >= DRAW_SCORE) in red with their score."""
+    """Ground truth in green, detections (score >= DRAW_SCORE) in red with their score.
+
+    When no detection reaches DRAW_SCORE (a weak model, e.g. the short demo training), the best three are
+    drawn in orange instead, so the picture still shows what the model proposes.
+    """
     from PIL import Image, ImageDraw
 
     with Image.open(image_path) as img:
@@ -172,12 +176,14 @@ def draw_example(image_path: Path, gt_boxes: list, detections: list[dict], out_p
     draw = ImageDraw.Draw(canvas)
     for x, y, w, h in gt_boxes:
         draw.rectangle([x, y, x + w, y + h], outline=(0, 200, 0), width=2)
-    for det in detections:
-        if det["score"] < DRAW_SCORE:
-            continue
+    shown = [d for d in detections if d["score"] >= DRAW_SCORE]
+    color = (230, 0, 0)
+    if not shown:
+        shown, color = sorted(detections, key=lambda d: d["score"])[-3:], (255, 150, 0)
+    for det in shown:
         x, y, w, h = det["bbox"]
-        draw.rectangle([x, y, x + w, y + h], outline=(230, 0, 0), width=2)
-        draw.text((x + 2, y + 2), f"{det['score']:.2f}", fill=(230, 0, 0))
+        draw.rectangle([x, y, x + w, y + h], outline=color, width=2)
+        draw.text((x + 2, y + 2), f"{det['score']:.2f}", fill=color)
     if title:
         draw.text((4, 4), title, fill=(255, 255, 0))
     canvas.save(out_path)
