@@ -97,6 +97,16 @@ def _convert(name: str, text: Any, f: dataclasses.Field) -> Any:
     return text
 
 
+def _parse_batch_sizes(text: str) -> list[int]:
+    """``"8,16"`` -> [8, 16]; a clear error for anything else."""
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"batch_sizes={text!r} must be comma-separated integers") from None
+    require(bool(sizes) and all(b >= 1 for b in sizes), f"batch_sizes={text!r} must be comma-separated integers >= 1")
+    return sizes
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -285,18 +295,13 @@ class MainConfig(ConfigBase):
     def validate(self) -> None:
         for mix in self.mix_list():
             require(mix in MIXES, f"mixes={self.mixes!r}: {mix!r} must be one of {', '.join(MIXES)}")
-        try:
-            sizes = self.batch_size_list()
-        except ValueError:
-            raise ConfigError(f"batch_sizes={self.batch_sizes!r} must be comma-separated integers") from None
-        require(bool(sizes) and all(b >= 1 for b in sizes),
-                f"batch_sizes={self.batch_sizes!r} must be comma-separated integers >= 1")
+        _parse_batch_sizes(self.batch_sizes)
 
     def mix_list(self) -> list[str]:
         return [m.strip() for m in self.mixes.split(",") if m.strip()]
 
     def batch_size_list(self) -> list[int]:
-        return [int(b) for b in self.batch_sizes.split(",") if b.strip()]
+        return _parse_batch_sizes(self.batch_sizes)
 
 
 @dataclass(frozen=True)
@@ -334,12 +339,7 @@ class TuneConfig(ConfigBase):
                 f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
         require(self.workers >= 0, f"workers={self.workers} must be >= 0")
         require(0 < self.lr_min <= self.lr_max, f"lr_min={self.lr_min}, lr_max={self.lr_max}: need 0 < lr_min <= lr_max")
-        try:
-            sizes = self.batch_size_list()
-        except ValueError:
-            raise ConfigError(f"batch_sizes={self.batch_sizes!r} must be comma-separated integers") from None
-        require(bool(sizes) and all(b >= 1 for b in sizes),
-                f"batch_sizes={self.batch_sizes!r} must be comma-separated integers >= 1")
+        _parse_batch_sizes(self.batch_sizes)
         require(0 < self.cuhk_ratio_min <= self.cuhk_ratio_max,
                 f"cuhk_ratio_min={self.cuhk_ratio_min}, cuhk_ratio_max={self.cuhk_ratio_max}: "
                 "need 0 < cuhk_ratio_min <= cuhk_ratio_max")
@@ -351,7 +351,7 @@ class TuneConfig(ConfigBase):
         require(self.max_retry >= 0, f"max_retry={self.max_retry} must be >= 0")
 
     def batch_size_list(self) -> list[int]:
-        return [int(b) for b in self.batch_sizes.split(",") if b.strip()]
+        return _parse_batch_sizes(self.batch_sizes)
 
     def to_params(self) -> dict[str, str]:
         import re

@@ -66,13 +66,13 @@ def make_scaler(amp: str, device: torch.device):
     return None
 
 
-def to_device(images, targets, device: torch.device, channels_last: bool = False):
+def to_device(images, targets, device: torch.device):
+    # channels_last is set on the model (training.py); torchvision batches [C, H, W] images itself and
+    # cuDNN follows the weights' layout, so single images need no conversion (they are rank 3).
     non_blocking = device.type == "cuda"
     batch = []
     for image in images:
         image = image.to(device, non_blocking=non_blocking).float().div_(255.0)
-        if channels_last:  # torchvision batches images itself; the layout hint carries through
-            image = image.contiguous(memory_format=torch.channels_last)
         batch.append(image)
     moved = [{k: (v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v)
               for k, v in t.items()} for t in targets]
@@ -129,7 +129,7 @@ def train_one_epoch(model, optimizer, data_loader, device: torch.device, epoch: 
         if i >= iters:
             break
         step = epoch * iters + i
-        images, targets = to_device(images, targets, device, channels_last)
+        images, targets = to_device(images, targets, device)
         with amp_context(amp, device):
             loss_dict = model(images, targets)
         losses = sum(loss_dict.values())

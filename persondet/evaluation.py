@@ -316,7 +316,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
         tags = {"persondet.model_uri": config.model_uri, "persondet.training_run_id": training_run_id or "",
                 "persondet.test_name": test_set.name, "persondet.test_digest": test_set.digest,
-                "persondet.leakage": str(bool(leaked)).lower(), "persondet.leakage_count": len(leaked)}
+                "persondet.leakage": str(bool(leaked)).lower(), "persondet.leakage_count": str(len(leaked))}
         with tracking.start_run("evaluate", run_name=f"evaluate {test_set.name}", tags=tags) as run:
             params = config.to_params()
             # resolved values under their own names: `mlflow run` already logged the given ones

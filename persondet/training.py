@@ -182,7 +182,8 @@ def _train(config: TrainConfig, on_epoch_end: EpochCallback | None) -> dict[str,
         train_set, per_device, world, rank, seed=config.seed,
         source_weights=parse_source_weights(config.source_weights),
         workers=data_mod.worker_count(config.workers),
-        pin_memory=config.pin_memory and device.type == "cuda")
+        # images decoded on the GPU are already there: nothing to pin
+        pin_memory=config.pin_memory and device.type == "cuda" and config.decode != "torchvision-cuda")
     iters_per_epoch = len(loader) if config.max_iters_per_epoch is None else min(
         len(loader), config.max_iters_per_epoch)
     val_set = None
@@ -225,7 +226,8 @@ def _train(config: TrainConfig, on_epoch_end: EpochCallback | None) -> dict[str,
             detector, device_ids=[device.index] if device.type == "cuda" else None)
 
     gpu_type, gpu_count = _hardware(device, world)
-    params = {**config.to_params(), "model": model_name, "gpu_type": gpu_type, "gpu_count": gpu_count,
+    # `model` stays as typed (mlflow run has logged it already); "auto" is resolved in model_resolved.
+    params = {**config.to_params(), "model_resolved": model_name, "gpu_type": gpu_type, "gpu_count": gpu_count,
               "batch_size_per_device": per_device, "dataset_mix": dataset_mix, "world_size": world,
               "train_images": len(train_set), "iters_per_epoch": iters_per_epoch}
     for local_only in ("resume", "checkpoint_dir", "device"):
