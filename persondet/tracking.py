@@ -39,7 +39,8 @@ def start_run(entry_point: str, run_name: str | None = None, tags: Mapping[str, 
     ensure_tracking_uri()
     if not os.environ.get("MLFLOW_RUN_ID") and not run_id and not nested:
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
-    all_tags = {"persondet.entry_point": entry_point, **(tags or {})}
+    # a tracking server accepts only string tag values (SQLite would store an int)
+    all_tags = {"persondet.entry_point": entry_point, **{k: str(v) for k, v in (tags or {}).items()}}
     with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested, tags=all_tags) as run:
         yield run
 

@@ -257,8 +257,8 @@ def test_training_logs_the_contract_and_registers_a_servable_model(tmp_path, tra
     (run,) = tracking.search_runs([tracking.get_experiment_by_name("persondet").experiment_id])
     p = run.data.params
     assert (p["gpu_type"], p["gpu_count"], p["batch_size"], p["batch_size_per_device"]) == ("cpu", "0", "2", "2")
-    assert (p["dataset_mix"], p["model"], p["epochs"], p["lr"], p["world_size"]) == (
-        "coco+cuhk", "small", "2", "auto", "1")
+    assert (p["dataset_mix"], p["model"], p["model_resolved"], p["epochs"], p["lr"], p["world_size"]) == (
+        "coco+cuhk", "auto", "small", "2", "auto", "1")
     assert p["train_images"] == "8" and p["source_weights"] == "coco=1,cuhk=2"
     assert run.info.status == "FINISHED"
     steps = [m.step for m in tracking.get_metric_history(run.info.run_id, "loss")]
