@@ -75,3 +75,22 @@ def test_formats_package_imports_neither_torch_nor_mlflow():
             "bad = [m for m in ('torch', 'mlflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mlproject_parameters_are_config_fields_under_the_same_name():
+    import dataclasses
+
+    from persondet import config
+
+    classes = {"main": config.MainConfig, "prepare": config.PrepareConfig, "train": config.TrainConfig,
+               "evaluate": config.EvaluateConfig, "promote": config.PromoteConfig,
+               "tune": config.TuneConfig, "report": config.ReportConfig}
+    project = yaml.safe_load((ROOT / "MLproject").read_text())
+    for name, spec in project["entry_points"].items():
+        fields = {f.name for f in dataclasses.fields(classes[name])}
+        assert set(spec.get("parameters", {})) <= fields, name
+        for flag, param in re.findall(r"--([\w-]+) \{(\w+)\}", spec["command"]):
+            assert flag.replace("-", "_") == param, f"{name}: --{flag} carries {{{param}}}"
+    train_params = project["entry_points"]["train"]["parameters"]
+    defaults = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
+    assert train_params["warmup_iters"]["default"] == str(defaults["warmup_iters"])
