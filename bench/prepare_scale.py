@@ -160,8 +160,8 @@ def main(argv=None) -> None:
               f"(as a user's store would be; creating them costs a further ~8 s once).")
     notes = (f"**Goal** (prepare faster than the load alone, at most half its peak memory): "
              f"{'met' if goal else 'NOT met'} (time ratio {time_ratio:.2f}, memory ratio {mem_ratio:.2f}). "
-             "The machine's 2 cores were shared with other jobs during the run (see the load average), "
-             "so absolute times vary; the ratios come from the same run.")
+             "Absolute times vary with the machine's load (see the load average); the ratios come from "
+             "the same run.")
     out = _common.write_result(args.output, "Prepare at the real scale", method, table, notes, load_before)
     print(table)
     print(notes)
