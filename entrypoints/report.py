@@ -2,17 +2,14 @@
 batch by GPU configuration, AP50 by dataset mix and batch size, coco-only vs merged detections) from an
 experiment's runs, as one static report.html logged to a report run."""
 
-import argparse
 import sys
 
-from persondet.cli import add_config_arguments, config_from_args, run_cli
+from persondet.cli import parse_config, run_cli
 from persondet.config import ReportConfig
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_config_arguments(parser, ReportConfig)
-    config = config_from_args(ReportConfig, parser.parse_args(argv))
+    config = parse_config(ReportConfig, argv, __doc__)
     from persondet.report import report
 
     report(config)

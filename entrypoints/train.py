@@ -1,18 +1,14 @@
 """MLflow entry point `train`: train a person detector on a prepared set (see docs/TRAINING.md)."""
 
-import argparse
-
-from persondet.cli import add_config_arguments, config_from_args, run_cli
+from persondet.cli import parse_config, run_cli
 from persondet.config import TrainConfig
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train a Faster R-CNN person detector, tracked in MLflow.")
-    add_config_arguments(parser, TrainConfig)
-    config = config_from_args(TrainConfig, parser.parse_args(argv))
+    config = parse_config(TrainConfig, argv, "Train a Faster R-CNN person detector, tracked in MLflow.")
     from persondet.training import launch
 
-    return launch(config)
+    launch(config)
 
 
 if __name__ == "__main__":

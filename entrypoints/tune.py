@@ -1,16 +1,13 @@
 """MLflow entry point `tune`: an optuna study over lr, batch size and the CUHK-SYSU:COCO sampling ratio."""
 
-import argparse
 import sys
 
-from persondet.cli import add_config_arguments, config_from_args, run_cli
+from persondet.cli import parse_config, run_cli
 from persondet.config import TuneConfig
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_config_arguments(parser, TuneConfig)
-    config = config_from_args(TuneConfig, parser.parse_args(argv))
+    config = parse_config(TuneConfig, argv, __doc__)
     from persondet.tuning import tune
 
     summary = tune(config)

@@ -27,19 +27,14 @@ def dashed(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls, skip: Sequence[str] = ()) -> None:
-    """One flag per config field (``batch_size`` -> ``--batch-size``), kept as the typed string."""
+def parse_config(config_cls, argv: Sequence[str] | None, description: str | None):
+    """One flag per config field (``batch_size`` -> ``--batch-size``), kept as the typed string, then the
+    validated config; the thin entry point scripts call only this and one library function."""
     import dataclasses
 
-    for f in dataclasses.fields(config_cls):
-        if f.name == "raw" or f.name in skip:
-            continue
-        parser.add_argument(dashed(f.name), dest=f.name, default=None, help=f.metadata.get("help"))
-
-
-def config_from_args(config_cls, args: argparse.Namespace, skip: Sequence[str] = ()):
-    import dataclasses
-
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
-              if f.name != "raw" and f.name not in skip and hasattr(args, f.name)}
-    return config_cls.from_strings(values)
+    parser = argparse.ArgumentParser(description=description)
+    names = [f.name for f in dataclasses.fields(config_cls) if f.name != "raw"]
+    for name in names:
+        parser.add_argument(dashed(name), dest=name, default=None)
+    args = parser.parse_args(argv)
+    return config_cls.from_strings({name: getattr(args, name) for name in names})
