@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from persondet.errors import PersondetError
+from persondet.formats.merge import resolve_image_path
 
 PERSON_NAMES = ("person", "pedestrian", "people", "human")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -63,15 +64,8 @@ def person_category_id(dataset: Mapping[str, Any], where: str) -> int:
 
 def image_path(dataset: Mapping[str, Any], image: Mapping[str, Any], base_dir: Path) -> Path:
     """Where an image lives: the prepared set's roots per source, else relative to ``base_dir``."""
-    meta = dataset.get("persondet") or {}
-    if meta.get("roots"):
-        try:
-            from persondet.formats.merge import resolve_image_path
-
-            return Path(resolve_image_path(dataset, image))
-        except ImportError:  # the formats package may be older than the contract
-            source, rest = image["file_name"].split("/", 1)
-            return Path(meta["roots"][image.get("source", source)]) / rest
+    if (dataset.get("persondet") or {}).get("roots"):
+        return resolve_image_path(dataset, image)
     return Path(base_dir) / image["file_name"]
 
 

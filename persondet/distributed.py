@@ -6,32 +6,35 @@ import os
 import sys
 
 
-def get_rank() -> int:
-    # A process that has not imported torch has no process group; importing it here would cost
-    # ~0.5 GB of memory in steps that never use torch (prepare).
+def _process_group():
+    """``torch.distributed`` when a process group is initialised, else None.
+
+    A process that has not imported torch has no process group; importing it here would cost
+    ~0.5 GB of memory in steps that never use torch (prepare).
+    """
     if "torch" not in sys.modules:
-        return int(os.environ.get("RANK", "0"))
+        return None
     try:
         import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank()
     except ImportError:  # formats-only installs
-        pass
-    return int(os.environ.get("RANK", "0"))
+        return None
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def get_rank() -> int:
+    dist = _process_group()
+    return dist.get_rank() if dist is not None else int(os.environ.get("RANK", "0"))
 
 
 def get_world_size() -> int:
-    if "torch" not in sys.modules:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    try:
-        import torch.distributed as dist
+    dist = _process_group()
+    return dist.get_world_size() if dist is not None else int(os.environ.get("WORLD_SIZE", "1"))
 
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_world_size()
-    except ImportError:
-        pass
-    return int(os.environ.get("WORLD_SIZE", "1"))
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one process (collectives are needed)."""
+    dist = _process_group()
+    return dist is not None and dist.get_world_size() > 1
 
 
 def is_main_process() -> bool:

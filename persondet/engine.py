@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import torch
 
+from persondet.distributed import is_distributed, is_main_process
 from persondet.errors import PersondetError
 
 
@@ -81,11 +82,11 @@ def to_device(images, targets, device: torch.device):
 
 def _reduce_losses(loss_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Mean over ranks (every rank gets the same numbers, so every rank stops on a NaN together)."""
-    import torch.distributed as dist
-
     names = sorted(loss_dict)
     values = torch.stack([loss_dict[k].detach().float() for k in names])
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if is_distributed():
+        import torch.distributed as dist
+
         dist.all_reduce(values)
         values /= dist.get_world_size()
     out = dict(zip(names, values.tolist()))
@@ -99,7 +100,6 @@ class EpochStats:
     loss_sum: float = 0.0
     timed_seconds: float = 0.0  # iterations after the timing warm-up
     timed_iterations: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean_loss(self) -> float:
@@ -116,8 +116,6 @@ def train_one_epoch(model, optimizer, data_loader, device: torch.device, epoch: 
     The first ``skip_timing`` iterations are left out of the timing (start-up, cudnn autotuning).
     """
     from tqdm import tqdm
-
-    from persondet.distributed import is_main_process
 
     model.train()
     iters = len(data_loader) if max_iters is None else min(max_iters, len(data_loader))

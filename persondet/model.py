@@ -54,7 +54,7 @@ class _SmallBackbone(nn.Module):
 def _build_small(num_classes: int, min_size: int | None, max_size: int | None):
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import TwoMLPHead
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.ops import MultiScaleRoIAlign
 
     backbone = _SmallBackbone()
@@ -62,8 +62,6 @@ def _build_small(num_classes: int, min_size: int | None, max_size: int | None):
                               aspect_ratios=((0.5, 1.0, 2.0),) * 2)
     roi_pool = MultiScaleRoIAlign(featmap_names=["p8", "p16"], output_size=7, sampling_ratio=2)
     box_head = TwoMLPHead(backbone.out_channels * 7 * 7, 256)
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-
     return FasterRCNN(
         backbone, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=roi_pool,
         box_head=box_head, box_predictor=FastRCNNPredictor(256, num_classes),

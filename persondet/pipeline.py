@@ -45,9 +45,6 @@ class StepRecord:
 class Study:
     steps: list[StepRecord] = field(default_factory=list)
 
-    def run_ids(self, entry_point: str) -> list[str]:
-        return [s.run_id for s in self.steps if s.entry_point == entry_point]
-
 
 def git_commit(root: Path = REPO_ROOT) -> str | None:
     try:
@@ -78,20 +75,6 @@ def source_digest(root: str, annotation_dirs=("annotations", "annotation")) -> s
     return h.hexdigest()[:16]
 
 
-def _same_param(logged: str | None, value: str) -> bool:
-    """`mlflow run` logs parameters shell-quoted ('' for an empty string, '/a b' for a path with a space)."""
-    import shlex
-
-    if logged is None:
-        return False
-    if logged == value:
-        return True
-    try:
-        return shlex.split(logged) == [value]
-    except ValueError:
-        return False
-
-
 def declared_parameters(entry_point: str) -> set[str]:
     from mlflow.projects._project_spec import load_project
 
@@ -117,7 +100,7 @@ class Runner:
             return None
         for run in c.search_runs([experiment.experiment_id], " and ".join(filters),
                                  order_by=["attributes.start_time DESC"], max_results=200):
-            if all(_same_param(run.data.params.get(k), v) for k, v in parameters.items()):
+            if all(tracking.same_logged_param(run.data.params.get(k), v) for k, v in parameters.items()):
                 return run
         return None
 
@@ -186,10 +169,10 @@ def run_study(config: MainConfig) -> Study:
 
     mlflow.set_tracking_uri(uri)  # what mlflow.projects hands to the steps
     runner = Runner(config.experiment, git_commit())
+    from persondet.synth import ensure_demo_data
 
+    demo = None
     if _is_demo(config):
-        from persondet.synth import ensure_demo_data
-
         demo = ensure_demo_data(seed=0)
         coco_digest = cuhk_digest = f"demo:{source_digest(str(demo.coco_root))}:{source_digest(str(demo.cuhk_root))}"
     else:
@@ -212,9 +195,7 @@ def run_study(config: MainConfig) -> Study:
 
     annotations, images, person = config.test_annotations, config.test_images, "person"
     if not annotations:
-        from persondet.synth import ensure_demo_data
-
-        demo = ensure_demo_data(seed=0)
+        demo = demo or ensure_demo_data(seed=0)
         annotations, images, person = str(demo.inhouse_annotations), str(demo.inhouse_images), DEMO_PERSON_CATEGORY
     test_set = load_test_set(annotations, images, person)
     evaluations = []

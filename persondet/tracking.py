@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any, Callable, Iterator, Mapping
 
 from persondet.distributed import is_main_process
@@ -24,6 +25,13 @@ def ensure_tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+def _set_experiment():
+    """Make MLFLOW_EXPERIMENT_NAME (else the default experiment) the active one; returns it."""
+    import mlflow
+
+    return mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+
+
 @contextlib.contextmanager
 def start_run(entry_point: str, run_name: str | None = None, tags: Mapping[str, str] | None = None,
               nested: bool = False, run_id: str | None = None) -> Iterator[Any]:
@@ -38,7 +46,7 @@ def start_run(entry_point: str, run_name: str | None = None, tags: Mapping[str, 
 
     ensure_tracking_uri()
     if not os.environ.get("MLFLOW_RUN_ID") and not run_id and not nested:
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        _set_experiment()
     # a tracking server accepts only string tag values (SQLite would store an int)
     all_tags = {"persondet.entry_point": entry_point, **{k: str(v) for k, v in (tags or {}).items()}}
     with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested, tags=all_tags) as run:
@@ -52,30 +60,31 @@ def log_params(params: Mapping[str, Any]) -> None:
         mlflow.log_params(_not_yet_logged(params))
 
 
-def _not_yet_logged(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop params the active run already holds with the same value.
-
-    Under ``mlflow run`` the project has already logged every entry-point parameter, shell-quoted
-    (an empty string is logged as ``''``); logging the unquoted value again would be a "change".
-    """
+def same_logged_param(logged: str | None, value: Any) -> bool:
+    """Whether a logged parameter holds ``value``. ``mlflow run`` logs entry-point parameters shell-quoted
+    (``''`` for an empty string, ``'/a b'`` for a path with a space)."""
     import shlex
 
+    if logged is None:
+        return False
+    value = str(value)
+    if logged == value:
+        return True
+    try:
+        unquoted = shlex.split(logged)
+    except ValueError:
+        return False
+    return unquoted == [value] or (value == "" and unquoted == [])
+
+
+def _not_yet_logged(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop params the active run already holds with the same value (under ``mlflow run`` the project
+    has logged every entry-point parameter already; logging it again unquoted would be a "change")."""
     import mlflow
 
     run = mlflow.active_run()
     logged = mlflow.get_run(run.info.run_id).data.params if run is not None else {}
-    fresh = {}
-    for key, value in params.items():
-        old = logged.get(key)
-        if old is not None:
-            try:
-                unquoted = shlex.split(old)
-            except ValueError:
-                unquoted = None
-            if old == str(value) or unquoted in ([str(value)], [] if str(value) == "" else None):
-                continue
-        fresh[key] = value
-    return fresh
+    return {key: value for key, value in params.items() if not same_logged_param(logged.get(key), value)}
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -181,15 +190,7 @@ def download_run_artifact(run_id: str, artifact_path: str, dst_dir: str) -> str 
 def log_to_other_run(run_id: str, metrics: Mapping[str, float] | None = None,
                      tags: Mapping[str, Any] | None = None) -> None:
     """Add metrics and tags to an existing (finished) run, e.g. a training run after its evaluation."""
-    if not is_main_process():
-        return
-    from mlflow.entities import Metric, RunTag
-    import time
-
-    now = int(time.time() * 1000)
-    client().log_batch(run_id,
-                       metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                       tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    update_run(run_id, metrics=metrics, tags=tags)
 
 
 def search_runs(experiment_name: str, entry_point: str | None = None, status: str | None = None):
@@ -242,8 +243,7 @@ def promote_version(name: str, version: str, alias: str, stage: str, tags: Mappi
         warnings.simplefilter("ignore", DeprecationWarning)
         c.transition_model_version_stage(name, version, stage, archive_existing_versions=True)
     c.set_registered_model_alias(name, alias, version)
-    for key, value in tags.items():
-        c.set_model_version_tag(name, version, key, str(value))
+    set_version_tags(name, version, tags)
 
 
 def set_version_tags(name: str, version: str, tags: Mapping[str, Any]) -> None:
@@ -253,10 +253,6 @@ def set_version_tags(name: str, version: str, tags: Mapping[str, Any]) -> None:
 
 
 # --- training (issue 3) ------------------------------------------------------------------------------
-
-class TrackingUnreachable(Exception):
-    pass
-
 
 def _unreachable_error(exc: BaseException):
     from persondet.errors import PersondetError
@@ -271,16 +267,10 @@ def _unreachable_error(exc: BaseException):
 
 def create_training_run(run_name: str | None = None, tags: Mapping[str, str] | None = None) -> str:
     """Create (not start) a run for a multi-process training; the workers' rank 0 resumes it."""
-    import mlflow
-
-    ensure_tracking_uri()
     try:
-        experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
-        run = client().create_run(experiment.experiment_id, run_name=run_name,
-                                  tags={"persondet.entry_point": "train", **(tags or {})})
+        return _create_run("train", run_name, tags)
     except Exception as exc:  # noqa: BLE001 - MlflowException or a requests error: the server is away
         raise _unreachable_error(exc) from None
-    return run.info.run_id
 
 
 def end_run_if_running(run_id: str, status: str) -> None:
@@ -307,7 +297,7 @@ def training_run(run_id: str | None = None, run_name: str | None = None,
     ensure_tracking_uri()
     try:
         if not run_id and not os.environ.get("MLFLOW_RUN_ID"):
-            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+            _set_experiment()
         # Inside another active run (an optuna study's parent run) a new training run is nested.
         nested = not run_id and mlflow.active_run() is not None
         run = mlflow.start_run(run_id=run_id or None, run_name=None if run_id else run_name,
@@ -327,13 +317,6 @@ def training_run(run_id: str | None = None, run_name: str | None = None,
             mlflow.flush_async_logging()
         finally:
             mlflow.end_run(status)
-
-
-def active_run_id() -> str | None:
-    import mlflow
-
-    run = mlflow.active_run() if is_main_process() else None
-    return run.info.run_id if run else None
 
 
 def metric_last_steps(run_id: str, keys) -> dict[str, int]:
@@ -359,18 +342,18 @@ class MetricLogger:
         self.flush_every = flush_every
         self.skip = dict(skip or {})
         self.pending: list = []
+        if self.run_id is not None:  # imported once here, not on every training step
+            from mlflow.entities import Metric
+
+            self._metric = Metric
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if self.run_id is None:
             return
-        import time
-
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         for key, value in metrics.items():
             if step > self.skip.get(key, -1):
-                self.pending.append(Metric(key, float(value), now, int(step)))
+                self.pending.append(self._metric(key, float(value), now, int(step)))
         if len(self.pending) >= self.flush_every:
             self.flush()
 
@@ -424,16 +407,18 @@ def create_run(entry_point: str, run_name: str | None = None, tags: Mapping[str,
     """Create (not start) a run; a nested run of ``parent_run_id`` (in its experiment) when given."""
     if not is_main_process():
         return None
-    import mlflow
+    return _create_run(entry_point, run_name, tags, parent_run_id)
 
+
+def _create_run(entry_point: str, run_name: str | None, tags: Mapping[str, Any] | None,
+                parent_run_id: str | None = None) -> str:
     ensure_tracking_uri()
     all_tags = {"persondet.entry_point": entry_point, **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         experiment_id = client().get_run(parent_run_id).info.experiment_id
         all_tags["mlflow.parentRunId"] = parent_run_id
     else:
-        experiment_id = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME")
-                                              or DEFAULT_EXPERIMENT).experiment_id
+        experiment_id = _set_experiment().experiment_id
     return client().create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
 
 
@@ -442,8 +427,6 @@ def update_run(run_id: str, params: Mapping[str, Any] | None = None,
     """Log params, metrics (step 0) and tags to a run that is not the active one."""
     if not is_main_process() or not run_id:
         return
-    import time
-
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
@@ -476,12 +459,3 @@ def log_dataset_input(name: str, digest: str, source_uri: str, context: str = "p
     dataset = MetaDataset(source=LocalArtifactDatasetSource(source_uri), name=name,
                           digest=digest[:DATASET_DIGEST_CHARS])
     mlflow.log_input(dataset, context=context, tags={"persondet.digest": digest})
-
-
-def active_run_id() -> str | None:
-    if not is_main_process():
-        return None
-    import mlflow
-
-    run = mlflow.active_run()
-    return run.info.run_id if run else None

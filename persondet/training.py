@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import torch
 
 from persondet import REGISTERED_MODEL_NAME, tracking
 from persondet.config import TrainConfig, parse_source_weights
-from persondet.distributed import get_rank, get_world_size, is_main_process
+from persondet.distributed import get_rank, get_world_size, is_distributed, is_main_process
 from persondet.errors import PersondetError
 
 ENV_CONFIG = "PERSONDET_TRAIN_CONFIG"  # the config, as JSON, for torchrun's workers
@@ -89,7 +90,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _gather(obj: Any) -> list[Any]:
     import torch.distributed as dist
 
-    if get_world_size() == 1 or not dist.is_initialized():
+    if not is_distributed():
         return [obj]
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
@@ -124,7 +125,7 @@ def _save_checkpoint(state: dict[str, Any], checkpoint_dir: str) -> None:
             target = Path(checkpoint_dir)
             target.mkdir(parents=True, exist_ok=True)
             partial = target / f".{CHECKPOINT}.partial"
-            partial.write_bytes(path.read_bytes())
+            shutil.copyfile(path, partial)
             os.replace(partial, target / CHECKPOINT)
 
 
@@ -303,7 +304,7 @@ def _sync_buffers(detector: torch.nn.Module) -> None:
     the last step of an epoch each rank still holds statistics of its own last batch."""
     import torch.distributed as dist
 
-    if get_world_size() > 1 and dist.is_initialized():
+    if is_distributed():
         for buffer in detector.buffers():
             dist.broadcast(buffer, src=0)
 
@@ -333,7 +334,7 @@ def _epoch_callback(callback: EpochCallback | None, epoch: int, metrics: dict, s
             callback(epoch, dict(metrics))
         except BaseException as exc:  # noqa: BLE001 - re-raised below, after telling the other ranks
             error = exc
-    if get_world_size() > 1 and dist.is_initialized():
+    if is_distributed():
         flag = [error is not None]
         dist.broadcast_object_list(flag, src=0)
         if flag[0] and error is None:
@@ -396,12 +397,12 @@ def _worker_main() -> int:
         metrics = train(_config_from_json(os.environ[ENV_CONFIG]))
     except PersondetError as exc:
         message = " ".join(str(exc).split())
-        if is_main_process() or int(os.environ.get("RANK", "0")) == 0:
+        if is_main_process():
             print(f"persondet: error: {message}", file=sys.stderr)
             if result_path:
                 Path(result_path).write_text(json.dumps({"error": message}))
         return 2
-    if result_path and int(os.environ.get("RANK", "0")) == 0:
+    if result_path and is_main_process():
         Path(result_path).write_text(json.dumps({"metrics": metrics}))
     return 0
 
