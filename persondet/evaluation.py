@@ -23,8 +23,8 @@ from persondet.errors import PersondetError
 from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50
 
 GENERIC_STEMS = {"annotations", "annotation", "test", "gt", "labels", "instances", "val", "data"}
-DRAW_SCORE = 0.3
-DEMO_PERSON_CATEGORY = "pedestrian"  # persondet.synth.INHOUSE_CATEGORIES  # detections drawn on example images: at least this score
+DRAW_SCORE = 0.3  # detections drawn on example images: at least this score
+DEMO_PERSON_CATEGORY = "pedestrian"  # persondet.synth.INHOUSE_CATEGORIES
 
 
 @dataclass
@@ -74,12 +74,21 @@ def resolve_person_category(categories: list[dict], wanted: str, where: str) -> 
     return int(matches[0])
 
 
+def _image_file(file_name: str, roots: dict | None, base: Path) -> Path:
+    """``roots[source] / rest`` for a prepared set's ``source/rest`` name, else ``base / file_name``."""
+    source, sep, rest = file_name.partition("/")
+    if roots and sep and source in roots:
+        return Path(roots[source]) / rest
+    return base / file_name
+
+
 def load_test_set(annotations: str, images: str = "", person_category: str = "person",
-                  name: str = "") -> TestSet:
+                  name: str = "", digest: bool = True) -> TestSet:
     """Read a COCO json, resolve the person category and every image file; one-line errors otherwise.
 
     Image files are ``images / file_name`` (default ``images``: the json's folder).  A prepared set
-    (a json with the ``persondet`` key) resolves files through its recorded roots.
+    (a json with the ``persondet`` key) resolves files through its recorded roots.  ``digest=False``
+    skips hashing every image (``digest`` and ``file_hashes`` stay empty), for callers that only draw.
     """
     path = Path(annotations).expanduser().resolve()
     if not path.is_file():
@@ -105,12 +114,7 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
     image_paths: dict[int, Path] = {}
     missing = []
     for image in dataset["images"]:
-        file_name = image.get("file_name", "")
-        if roots and "/" in file_name and file_name.split("/", 1)[0] in roots:
-            source, rest = file_name.split("/", 1)
-            file = Path(roots[source]) / rest
-        else:
-            file = base / file_name
+        file = _image_file(image.get("file_name", ""), roots, base)
         if not file.is_file():
             missing.append(str(file))
         image_paths[image["id"]] = file
@@ -118,12 +122,13 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
         raise PersondetError(f"{len(missing)} of {len(image_paths)} test images are missing, "
                              f"e.g. {missing[0]!r} (test_images={str(base)!r})")
     test_set = TestSet(path, dataset, category_id, image_paths, name or default_test_name(path))
-    digest = hashlib.sha256(raw)
-    for image_id in sorted(image_paths):
-        file_hash = _sha1(image_paths[image_id])
-        test_set.file_hashes[image_id] = file_hash
-        digest.update(f"{image_id}:{file_hash}".encode())
-    test_set.digest = digest.hexdigest()[:16]
+    if digest:
+        content = hashlib.sha256(raw)
+        for image_id in sorted(image_paths):
+            file_hash = _sha1(image_paths[image_id])
+            test_set.file_hashes[image_id] = file_hash
+            content.update(f"{image_id}:{file_hash}".encode())
+        test_set.digest = content.hexdigest()[:16]
     return test_set
 
 
@@ -189,6 +194,13 @@ def draw_example(image_path: Path, gt_boxes: list, detections: list[dict], out_p
     canvas.save(out_path)
 
 
+def detections_by_image(detections: list[dict]) -> dict[int, list[dict]]:
+    by_image: dict[int, list[dict]] = {}
+    for det in detections:
+        by_image.setdefault(det["image_id"], []).append(det)
+    return by_image
+
+
 def gt_boxes_by_image(test_set: TestSet) -> dict[int, list]:
     boxes: dict[int, list] = {}
     for ann in test_set.dataset["annotations"]:
@@ -219,11 +231,8 @@ def _plot_pr(recall, precision, ap50: float, out_path: Path, label: str) -> None
 
 # --- leakage guard --------------------------------------------------------------------------------
 
-def training_image_files(training_run_id: str, workdir: str) -> list[Path]:
-    """The image files of the training run's prepared set, read through tracking (empty if unknown)."""
-    run = tracking.get_run(training_run_id)
-    if run is None:
-        return []
+def training_image_files(run, workdir: str) -> list[Path]:
+    """The image files of a training run's prepared set, read through tracking (empty if unknown)."""
     data = run.data.params.get("data", "")
     train_json = None
     if data and tracking.get_run(data) is not None:  # a prepare run id
@@ -234,14 +243,9 @@ def training_image_files(training_run_id: str, workdir: str) -> list[Path]:
         return []
     with open(train_json) as f:
         dataset = json.load(f)
-    roots = (dataset.get("persondet") or {}).get("roots") or {}
+    roots = (dataset.get("persondet") or {}).get("roots")
     base = Path(train_json).resolve().parent
-    files = []
-    for image in dataset.get("images", []):
-        name = image.get("file_name", "")
-        source, _, rest = name.partition("/")
-        files.append(Path(roots[source]) / rest if roots and source in roots else base / name)
-    return files
+    return [_image_file(image.get("file_name", ""), roots, base) for image in dataset.get("images", [])]
 
 
 def find_leaks(test_set: TestSet, training_files: list[Path]) -> list[int]:
@@ -253,13 +257,20 @@ def find_leaks(test_set: TestSet, training_files: list[Path]) -> list[int]:
             by_size.setdefault(os.path.getsize(p), []).append(p)
         except OSError:
             continue
+    train_hashes: dict[Path, str] = {}  # each training file hashed at most once
+
+    def train_hash(p: Path) -> str:
+        if p not in train_hashes:
+            train_hashes[p] = _sha1(p)
+        return train_hashes[p]
+
     leaked = []
     for image_id, path in test_set.image_paths.items():
         if os.path.realpath(path) in train_paths:
             leaked.append(image_id)
             continue
         candidates = by_size.get(os.path.getsize(path), [])
-        if any(_sha1(p) == test_set.file_hashes[image_id] for p in candidates):
+        if any(train_hash(p) == test_set.file_hashes[image_id] for p in candidates):
             leaked.append(image_id)
     return sorted(leaked)
 
@@ -285,12 +296,13 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     model = tracking.load_pytorch_model(config.model_uri)
     detector = getattr(model, "detector", model)
     training_run_id = tracking.training_run_of(config.model_uri)
+    training_run = tracking.get_run(training_run_id) if training_run_id else None
 
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         leaked = []
-        if training_run_id:
-            leaked = find_leaks(test_set, training_image_files(training_run_id, str(tmpdir / "train")))
+        if training_run is not None:
+            leaked = find_leaks(test_set, training_image_files(training_run, str(tmpdir / "train")))
         if leaked:
             print(f"persondet: WARNING: DATA LEAKAGE: {len(leaked)} of {len(test_set.image_paths)} test "
                   f"images of {test_set.name!r} are also training images of run {training_run_id}; "
@@ -306,9 +318,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         recall, precision = precision_recall_at_iou50(evaluator)
         _plot_pr(recall, precision, stats["AP50"], out / "pr_curve_iou50.png", test_set.name)
         gt = gt_boxes_by_image(test_set)
-        by_image: dict[int, list] = {}
-        for det in detections:
-            by_image.setdefault(det["image_id"], []).append(det)
+        by_image = detections_by_image(detections)
         for image_id in sorted(test_set.image_paths)[:config.examples]:
             draw_example(test_set.image_paths[image_id], gt.get(image_id, []), by_image.get(image_id, []),
                          out / "examples" / f"{image_id}.png")
@@ -331,7 +341,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
             tracking.log_artifacts(str(out), "evaluation")
             run_id = run.info.run_id if run is not None else None
 
-    if training_run_id and config.log_to_training_run and tracking.get_run(training_run_id) is not None:
+    if training_run is not None and config.log_to_training_run:
         tracking.log_to_other_run(
             training_run_id, metrics={f"{test_set.name}/{k}": v for k, v in headline.items()},
             tags={f"{test_set.name}/digest": test_set.digest, f"{test_set.name}/evaluation_run_id": run_id,

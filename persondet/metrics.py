@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -38,11 +37,9 @@ def _backend_classes(backend: str):
     raise PersondetError(f"backend={backend!r} must be one of {', '.join(BACKENDS)}")
 
 
-def _coco_from_dict(dataset: Mapping[str, Any], coco_cls=None):
-    if coco_cls is None:
-        coco_cls = _backend_classes("pycocotools")[0]
+def _coco_from_dict(dataset: Mapping[str, Any], coco_cls):
     coco = coco_cls()
-    data = copy.copy(dict(dataset))
+    data = dict(dataset)
     # COCO's loadRes() copies these; make sure they exist even for minimal test sets.
     data.setdefault("info", {})
     data.setdefault("licenses", [])

@@ -94,8 +94,7 @@ def _mark(candidates: list[Candidate], test_name: str, digest: str) -> None:
             c.eligible = "no: metric missing"
         else:
             c.eligible = "yes"
-            c.value = value
-        if c.value is None and digest_seen == digest and value is not None:
+        if digest_seen == digest and value is not None:
             c.value = value  # shown in the table even when not eligible
 
 

@@ -160,7 +160,7 @@ def side_by_side(train_runs, eval_runs, test_name: str, examples: int, out_dir: 
     """The best coco-only and best merged models' detections on the same test images, side by side."""
     from PIL import Image
 
-    from persondet.evaluation import detect, draw_example, gt_boxes_by_image, load_test_set
+    from persondet.evaluation import detect, detections_by_image, draw_example, gt_boxes_by_image, load_test_set
 
     coco, merged = _best_run(train_runs, "coco", test_name), _best_run(train_runs, "coco+cuhk", test_name)
     evaluation = next((r for r in eval_runs if r.data.params.get("test_set_name") == test_name), None)
@@ -168,18 +168,19 @@ def side_by_side(train_runs, eval_runs, test_name: str, examples: int, out_dir: 
         return []
     p = evaluation.data.params
     test_set = load_test_set(p["test_annotations_path"], p.get("test_images_path", ""),
-                             p.get("person_category_id") or p.get("person_category", "person"), test_name)
+                             p.get("person_category_id") or p.get("person_category", "person"), test_name,
+                             digest=False)  # only a few images are drawn: no need to hash every one
     ids = sorted(test_set.image_paths)[:examples]
     test_set.image_paths = {i: test_set.image_paths[i] for i in ids}
     gt = gt_boxes_by_image(test_set)
     panels: dict[int, list[Path]] = defaultdict(list)
     for label, run in (("coco", coco), ("coco+cuhk", merged)):
         model = tracking.load_pytorch_model(f"runs:/{run.info.run_id}/model")
-        detections = detect(getattr(model, "detector", model), test_set, batch_size=2)
+        by_image = detections_by_image(detect(getattr(model, "detector", model), test_set, batch_size=2))
+        ap = run.data.metrics[f"{test_name}/AP50"]
         for i in ids:
             path = out_dir / f"panel_{label.replace('+', '_')}_{i}.png"
-            ap = run.data.metrics[f"{test_name}/AP50"]
-            draw_example(test_set.image_paths[i], gt.get(i, []), [d for d in detections if d["image_id"] == i],
+            draw_example(test_set.image_paths[i], gt.get(i, []), by_image.get(i, []),
                          path, title=f"{label} (AP50 {ap:.3f})")
             panels[i].append(path)
     outputs = []

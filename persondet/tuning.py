@@ -188,6 +188,7 @@ def tune(config: TuneConfig) -> dict[str, Any]:
 
     data, val_annotations, val_images = resolve_data(config)
     storage = open_storage(config)
+    shown_storage = redact(resolve_storage(config.storage))
     try:
         study = optuna.create_study(
             storage=storage, study_name=config.study_name, direction="maximize",
@@ -196,16 +197,18 @@ def tune(config: TuneConfig) -> dict[str, Any]:
                                                n_warmup_steps=config.pruner_warmup_epochs))
     except optuna.exceptions.DuplicatedStudyError:
         raise PersondetError(f"study_name={config.study_name!r} already exists in "
-                             f"{redact(resolve_storage(config.storage))}: set load_if_exists=true to join it")
+                             f"{shown_storage}: set load_if_exists=true to join it")
 
     # Under `mlflow run -e tune` the run already exists (MLFLOW_RUN_ID): it is the parent.
-    parent = os.environ.get("MLFLOW_RUN_ID") or tracking.create_run("tune", run_name=f"tune {config.study_name}")
-    created_parent = not os.environ.get("MLFLOW_RUN_ID")
+    parent = os.environ.get("MLFLOW_RUN_ID")
+    created_parent = not parent
+    if created_parent:
+        parent = tracking.create_run("tune", run_name=f"tune {config.study_name}")
     tracking.update_run(parent, params={**config.to_params(), "data": data, "val_annotations": val_annotations,
                                         "val_images": val_images},
                         tags={"persondet.entry_point": "tune", "persondet.study": config.study_name,
                               "persondet.worker": f"{socket.gethostname()}:{os.getpid()}",
-                              "persondet.storage": redact(resolve_storage(config.storage))})
+                              "persondet.storage": shown_storage})
     objective = Objective(config, parent, data, val_annotations, val_images)
     status = "FAILED"
     try:
