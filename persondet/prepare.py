@@ -52,7 +52,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         sources.append(source)
         counts[name] = source_counts
     dataset = merge(sources, config.mix, config.cuhk_split)
-    stats = dataset_stats(dataset)
+    sizes = relative_sizes(dataset)
+    stats = dataset_stats(dataset, sizes)
     meta = dataset["persondet"]
 
     parent = Path(config.output_dir).resolve().parent if config.output_dir else None
@@ -61,7 +62,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     with tempfile.TemporaryDirectory(prefix=".persondet-prepare-", dir=parent) as tmp:
         stage = Path(tmp) / "prepared"
         stage.mkdir()
-        artifacts = _write_outputs(dataset, stats, counts, stage, config.check_images)
+        artifacts = _write_outputs(dataset, stats, sizes, counts, stage, config.check_images)
         with tracking.start_run("prepare", tags={"dataset_mix": config.mix}) as run:
             run_id = run.info.run_id if run is not None else None
             tracking.log_params(config.to_params())
@@ -149,7 +150,7 @@ def check_files_exist(directory: Path, names: Sequence[str], listed_in: Path) ->
         sub, _, base = name.rpartition("/")
         if sub not in listings:
             try:
-                listings[sub] = set(os.listdir(directory / sub)) if sub else set(os.listdir(directory))
+                listings[sub] = set(os.listdir(directory / sub))  # directory / "" is directory
             except (FileNotFoundError, NotADirectoryError):
                 listings[sub] = set()
         if base not in listings[sub]:
@@ -161,11 +162,12 @@ def check_files_exist(directory: Path, names: Sequence[str], listed_in: Path) ->
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def _write_outputs(dataset: dict, stats: dict, counts: dict, stage: Path, check_images: int) -> dict[str, str]:
+def _write_outputs(dataset: dict, stats: dict, sizes: dict, counts: dict, stage: Path,
+                   check_images: int) -> dict[str, str]:
     write_dataset(dataset, stage / TRAIN_JSON)
     write_stats(stats, stage / "stats.json", stage / "stats.md")
     (stage / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
-    plot_relative_sizes(relative_sizes(dataset), stage / "rel_size_hist.png")
+    plot_relative_sizes(sizes, stage / "rel_size_hist.png")
     try:
         draw_checks(dataset, stage / "checks", check_images)
     except OSError as exc:  # PIL's UnidentifiedImageError is an OSError

@@ -8,12 +8,11 @@ person each, so they are left out of ``objects`` and ``avg_rel_size`` and counte
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
 from persondet.formats.merge import resolve_image_path
-
-STAT_KEYS = ("images", "objects", "avg_rel_size", "crowd_regions")
 
 
 def relative_sizes(dataset: dict) -> dict[str, list[float]]:
@@ -29,19 +28,15 @@ def relative_sizes(dataset: dict) -> dict[str, list[float]]:
     return sizes
 
 
-def dataset_stats(dataset: dict) -> dict[str, dict]:
-    """{source: {images, objects, avg_rel_size, crowd_regions}, ..., "merged": {...}}."""
-    sizes = relative_sizes(dataset)
-    images: dict[str, int] = {s: 0 for s in sizes}
-    crowd: dict[str, int] = {s: 0 for s in sizes}
-    source_of = {}
-    for im in dataset["images"]:
-        source = im.get("source", "coco")
-        images[source] += 1
-        source_of[im["id"]] = source
-    for ann in dataset["annotations"]:
-        if ann.get("iscrowd", 0):
-            crowd[source_of[ann["image_id"]]] += 1
+def dataset_stats(dataset: dict, sizes: dict[str, list[float]] | None = None) -> dict[str, dict]:
+    """{source: {images, objects, avg_rel_size, crowd_regions}, ..., "merged": {...}}.
+
+    ``sizes``: ``relative_sizes(dataset)`` when the caller already has it.
+    """
+    sizes = relative_sizes(dataset) if sizes is None else sizes
+    source_of = {im["id"]: im.get("source", "coco") for im in dataset["images"]}
+    images = Counter(source_of.values())
+    crowd = Counter(source_of[ann["image_id"]] for ann in dataset["annotations"] if ann.get("iscrowd", 0))
     stats = {s: _row(images[s], sizes[s], crowd[s]) for s in sizes}
     stats["merged"] = _row(sum(images.values()), [v for s in sizes for v in sizes[s]], sum(crowd.values()))
     return stats

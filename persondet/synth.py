@@ -29,6 +29,7 @@ import scipy.io
 from PIL import Image, ImageDraw
 
 from persondet.errors import PersondetError
+from persondet.formats.merge import write_dataset
 
 FORMAT_VERSION = "1"
 MARKER = ".persondet-demo-complete"
@@ -57,6 +58,7 @@ _COCO_CATS = (
 COCO_CATEGORIES: tuple[tuple[int, str, str], ...] = tuple(
     (int(i), n.replace("+", " "), s) for i, n, s in (t.split(":") for t in _COCO_CATS.split())
 )
+_OTHER_CATEGORY_IDS = [c[0] for c in COCO_CATEGORIES[1:]]
 
 # Person silhouette in box-relative (u, v) coordinates; it touches all four sides of the box.
 _SILHOUETTE = np.array([
@@ -299,12 +301,12 @@ def _coco_image_annotations(seed, stream, index, image_id, W, H, has_person, *, 
             anns.append(_coco_ann(_person_polygon(box), W, H, 1, image_id, ann_id))
             shapes.append(("person", box, _random_look(rng)))
             ann_id += 1
-    other_ids = [c[0] for c in COCO_CATEGORIES[1:]]
     for _ in range(int(rng.integers(others[0], others[1] + 1))):
         box = _place(rng, lambda: _other_box(rng, W, H), placed)
         placed.append(box)
         poly = _blob_polygon(rng, box, polygon_points)
-        anns.append(_coco_ann(poly, W, H, other_ids[int(rng.integers(len(other_ids)))], image_id, ann_id))
+        category_id = _OTHER_CATEGORY_IDS[int(rng.integers(len(_OTHER_CATEGORY_IDS)))]
+        anns.append(_coco_ann(poly, W, H, category_id, image_id, ann_id))
         shapes.append(("blob", poly, _colour(rng)))
         ann_id += 1
     if has_person and rng.random() < crowd_fraction:
@@ -376,14 +378,6 @@ def _progress(items, desc: str):
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="img", mininterval=5)
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
 
 
 def _image_ids(rng, n: int) -> np.ndarray:
@@ -539,7 +533,6 @@ def write_cuhk(root: str | Path, *, seed: int = 0, images: int = 160, boxes: int
         looks.append((_random_look(rng), split))
 
     sink = _ImageSink(root, cheap_images)
-    look_rng = _rng(seed, 301)
     for i, name in enumerate(names):
         W, H = (int(v) for v in sizes[i])
         rows = per_image[i]
@@ -558,7 +551,6 @@ def write_cuhk(root: str | Path, *, seed: int = 0, images: int = 160, boxes: int
 
         sink.write(root / "Image" / "SSM" / name, W, H, render)
     sink.finish()
-    del look_rng
 
     ann = root / "annotation"
     img = _struct((1, images), ("imname", "nAppear", "box"))
@@ -665,8 +657,9 @@ def write_inhouse(root: str | Path, *, seed: int = 0, images: int = 80, person_f
             out_anns.append(ann)
         sink.write(root / "images" / file_name, W, H, lambda: _render_scene(r, W, H, shapes))
     sink.finish()
-    _write_json(root / "annotations.json", {"images": out_images, "annotations": out_anns,
-                                            "categories": list(INHOUSE_CATEGORIES)})
+    root.mkdir(parents=True, exist_ok=True)
+    write_dataset({"images": out_images, "annotations": out_anns, "categories": list(INHOUSE_CATEGORIES)},
+                  root / "annotations.json")
     return root
 
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from persondet.errors import PersondetError
+from persondet.formats.merge import PERSON_CATEGORY
 
 IMAGE_DIR = "Image/SSM"
 ANNOTATION_DIR = "annotation"
@@ -202,6 +203,11 @@ def identity_number(idname: str) -> int:
     return int(match.group(1))
 
 
+def _box_key(xywh: Sequence[float]) -> tuple[int, ...]:
+    """The integer box that ties a scene box to an identity's appearance."""
+    return tuple(int(round(v)) for v in xywh)
+
+
 def identity_index(groups: Iterable[tuple[str, Sequence[Appearance]]]) -> dict[tuple[str, tuple[int, ...]], int]:
     """(image name, integer box) -> identity number, from (idname, appearances) groups."""
     index: dict[tuple[str, tuple[int, ...]], int] = {}
@@ -210,7 +216,7 @@ def identity_index(groups: Iterable[tuple[str, Sequence[Appearance]]]) -> dict[t
         for app in appearances:
             box = mat_box(app.idlocate, f"{idname} in {app.imname}")
             if box is not None:
-                index[(app.imname, tuple(int(round(v)) for v in box))] = number
+                index[(app.imname, _box_key(box))] = number
     return index
 
 
@@ -258,7 +264,7 @@ def cuhk_to_coco(images: Iterable[CuhkImage], sizes: Mapping[str, tuple[int, int
                 continue
             if (x1, y1, x2, y2) != (x, y, x + w, y + h):
                 counts["clipped_boxes"] += 1
-            person_id = identities.get((image.name, tuple(int(round(v)) for v in xywh)), -1)
+            person_id = identities.get((image.name, _box_key(xywh)), -1)
             counts["person_ids"] += person_id != -1
             kept.append({"id": len(out_annotations) + len(kept) + 1, "image_id": image_id,
                          "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
@@ -270,5 +276,5 @@ def cuhk_to_coco(images: Iterable[CuhkImage], sizes: Mapping[str, tuple[int, int
                            "width": int(width), "height": int(height)})
         out_annotations.extend(kept)
     coco = {"images": out_images, "annotations": out_annotations,
-            "categories": [{"id": 1, "name": "person", "supercategory": "person"}]}
+            "categories": [dict(PERSON_CATEGORY)]}
     return coco, counts
