@@ -112,10 +112,15 @@ def write_result(path: Path, title: str, method: str, table: str, notes: str = "
     busy = _busy_note()
     if busy:
         body += [busy, ""]
+    return write_text_atomic(path, "\n".join(body))
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename: never a half-written page."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        f.write("\n".join(body))
+        f.write(text)
     os.replace(tmp, path)
     return path
 

@@ -6,9 +6,7 @@ document, in a fixed order, and says plainly which ones have not been measured y
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,12 +72,7 @@ def main(argv=None) -> None:
         from persondet.errors import PersondetError
 
         raise PersondetError(f"--results={str(args.results)!r} is not a directory")
-    text = build(args.results)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.output.parent, prefix=f".{args.output.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, args.output)
+    _common.write_text_atomic(args.output, build(args.results))
     print(f"wrote {args.output}")
 
 

@@ -81,7 +81,7 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(1)
     load_before = _common.load_average()
-    rows, best_rates = [], {}
+    rows = []
     with tempfile.TemporaryDirectory(prefix="persondet-bench-data-") as tmp:
         for index, (label, sizes) in enumerate(SIZE_SETS.items()):
             print(f"{label}: writing {args.images} JPEGs ...", flush=True)
@@ -89,7 +89,6 @@ def main(argv=None) -> None:
             mean_kb = statistics.mean(p.stat().st_size for p in (Path(tmp) / label / "images").iterdir()) / 1024
             rates = measure(json_path, args.batch_size, args.passes)
             best = max(("pil", "torchvision"), key=rates.get)
-            best_rates[label] = rates[best]
             print(f"{label}: {rates}", flush=True)
             rows.append([label, ", ".join(f"{w}x{h}" for w, h in sizes), f"{mean_kb:.0f} KiB",
                          f"{rates['reference']:.1f}", f"{rates['pil']:.1f}", f"{rates['torchvision']:.1f}",

@@ -145,13 +145,14 @@ def main(argv=None) -> None:
         n_images = max(batch_sizes) * (max(args.warmup, TIMING_WARMUP_ITERS) + args.iters + 1)
         print(f"writing {n_images} JPEGs ...", flush=True)
         json_path = _common.write_jpeg_set(tmp / "data", n_images, sizes)
+        anchor_workers = min(args.workers, os.cpu_count() or 1)
         for batch_size in batch_sizes:
-            anchor = reference_loop(json_path, batch_size, args.iters, args.warmup, device,
-                                    min(args.workers, os.cpu_count() or 1), min_size, max_size)
+            anchor = reference_loop(json_path, batch_size, args.iters, args.warmup, device, anchor_workers,
+                                    min_size, max_size)
             print(f"batch {batch_size}: (a) reference loop {anchor:.1f} img/s", flush=True)
             results[(batch_size, "a")] = anchor
             rows.append([batch_size, "(a) plain loop, reference recipe style: fp32, PIL, "
-                         f"{min(args.workers, os.cpu_count() or 1)} workers", f"{anchor:.1f}", "1.00x", ""])
+                         f"{anchor_workers} workers", f"{anchor:.1f}", "1.00x", ""])
             for key, label, decode, workers in variants:
                 try:
                     rate = persondet_train(json_path, batch_size, args.iters, device.type, decode, workers,

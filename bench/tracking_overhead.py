@@ -141,7 +141,7 @@ def main(argv=None) -> None:
     print(f"wrote {args.output}")
 
 
-def run_rounds(json_path: Path, args) -> dict[str, list[float]]:
+def run_rounds(json_path: Path, args) -> tuple[dict[str, list[float]], dict[str, list[float]], list[float]]:
     import mlflow
     import torch
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 
-def write_test_set(root: Path, n_images: int = 6, category=(3, "pedestrian"), seed: int = 0,
-                   extra_fields: bool = False) -> Path:
+def write_test_set(root: Path, n_images: int = 6, category=(3, "pedestrian"), seed: int = 0) -> Path:
     """A COCO test set: sub-folders, PNG and JPEG, person under another id/name, missing area/iscrowd."""
     from PIL import Image
 
@@ -28,11 +27,8 @@ def write_test_set(root: Path, n_images: int = 6, category=(3, "pedestrian"), se
             continue  # an image without persons
         for _ in range(2):
             bw, bh = float(rng.uniform(10, 30)), float(rng.uniform(20, 50))
-            ann = {"id": len(annotations) + 1, "image_id": i, "category_id": category[0],
-                   "bbox": [float(rng.uniform(0, w - bw)), float(rng.uniform(0, h - bh)), bw, bh]}
-            if extra_fields:
-                ann.update(area=bw * bh, iscrowd=0)
-            annotations.append(ann)
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": category[0],
+                                "bbox": [float(rng.uniform(0, w - bw)), float(rng.uniform(0, h - bh)), bw, bh]})
     dataset = {"images": images, "annotations": annotations,
                "categories": [{"id": 1, "name": "car"}, {"id": category[0], "name": category[1]}]}
     path = root / "annotations.json"
@@ -63,24 +59,23 @@ def serving_signature():
 
 
 def log_training_run(data: str = "", mix: str = "coco+cuhk", batch_size: int = 8, seed: int = 0,
-                     register: bool = True, experiment: str = "persondet", extra_params=None) -> tuple[str, str]:
+                     register: bool = True) -> tuple[str, str]:
     """A run shaped like a training run: params, the logged model, a registered version with the
     training tags.  Returns (run_id, version) (version "" when not registered)."""
     import mlflow
 
-    mlflow.set_experiment(experiment)
+    mlflow.set_experiment("persondet")
     model = untrained_detector(seed)
     with mlflow.start_run(tags={"persondet.entry_point": "train"}) as run:
         mlflow.log_params({"data": data, "dataset_mix": mix, "batch_size": batch_size, "model": "small",
-                           "gpu_type": "cpu", "gpu_count": 0, **(extra_params or {})})
+                           "gpu_type": "cpu", "gpu_count": 0})
         mlflow.log_metric("time_per_iter_s", 0.5 * batch_size / 8)
-        info = mlflow.pytorch.log_model(model, name="model", pip_requirements=["torch", "torchvision"],
-                                        serialization_format="pickle", signature=serving_signature())
+        mlflow.pytorch.log_model(model, name="model", pip_requirements=["torch", "torchvision"],
+                                 serialization_format="pickle", signature=serving_signature())
     version = ""
     if register:
         mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", "persondet",
                                    tags={"dataset_mix": mix, "batch_size": str(batch_size), "gpu_type": "cpu",
                                          "gpu_count": "0", "training_run_id": run.info.run_id})
         version = mv.version
-    del info
     return run.info.run_id, version

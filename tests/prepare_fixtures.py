@@ -76,12 +76,12 @@ def coco_json() -> dict:
     return {"info": {}, "images": images, "annotations": annotations, "categories": categories}
 
 
-def make_coco_tree(root: Path, split: str = "train2017") -> Path:
+def make_coco_tree(root: Path) -> Path:
     (root / "annotations").mkdir(parents=True)
-    (root / split).mkdir()
+    (root / "train2017").mkdir()
     for _, name, w, h in COCO_IMAGES:
-        Image.new("RGB", (w, h), (90, 120, 150)).save(root / split / name)
-    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco_json()))
+        Image.new("RGB", (w, h), (90, 120, 150)).save(root / "train2017" / name)
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(coco_json()))
     return root
 
 

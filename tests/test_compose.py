@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tomllib
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from native_services import free_port
 from persondet.errors import PersondetError
 from persondet import server
 
@@ -169,12 +169,6 @@ def _run_start_script(env: dict[str, str]) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _server_env(tmp_path) -> dict[str, str]:
     return {"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
             "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
@@ -196,7 +190,7 @@ def test_start_script_refuses_to_start_without_a_setting(tmp_path, missing):
 
 def test_start_script_names_an_unreachable_database_without_its_password(tmp_path):
     env = {**_server_env(tmp_path), "PERSONDET_DB_WAIT_S": "1",
-           "MLFLOW_BACKEND_STORE_URI": f"postgresql://mlflow:hunter22@127.0.0.1:{_closed_port()}/mlflow"}
+           "MLFLOW_BACKEND_STORE_URI": f"postgresql://mlflow:hunter22@127.0.0.1:{free_port()}/mlflow"}
     result = _run_start_script(env)
     assert result.returncode == 2
     error = result.stderr.strip().splitlines()[-1]

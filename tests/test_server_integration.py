@@ -7,7 +7,6 @@ artifacts): credentials are required, the steps run against it, and a training s
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
 import sys

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,7 @@ import numpy as np
 import pytest
 
 import evalkit
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from native_services import free_port
 
 
 @pytest.mark.slow
@@ -38,7 +32,7 @@ def test_served_champion_answers_with_boxes_and_scores(tmp_path, monkeypatch):
     image = rng.integers(0, 255, (1, 96, 128, 3), dtype=np.uint8)
     expected = evalkit.untrained_detector()(torch.from_numpy(image)).numpy()
 
-    port = _free_port()
+    port = free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     log = open(tmp_path / "serve.log", "w")
     # mlflow execs `uvicorn` by name: the environment's bin folder must be on PATH (as when activated)

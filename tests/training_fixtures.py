@@ -9,8 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 
-def make_prepared_set(root: Path, images: int = 8, seed: int = 0, size=(96, 72),
-                      sources=("coco", "cuhk")) -> Path:
+def make_prepared_set(root: Path, images: int = 8, seed: int = 0, sources=("coco", "cuhk")) -> Path:
     """A prepared-set json (with the "persondet" key and two source roots); returns its path."""
     rng = random.Random(seed)
     roots = {s: root / f"{s}_root" for s in sources}
@@ -19,7 +18,7 @@ def make_prepared_set(root: Path, images: int = 8, seed: int = 0, size=(96, 72),
                          "cuhk_split": "all", "digest": "test"}}
     for i in range(1, images + 1):
         source = sources[i % len(sources)]
-        w, h = size if i % 3 else (size[1], size[0])  # some portrait images
+        w, h = (96, 72) if i % 3 else (72, 96)  # some portrait images
         img = Image.new("L" if i == 1 else "RGB", (w, h), 30)  # image 1 is grayscale
         draw = ImageDraw.Draw(img)
         bw, bh = rng.randint(10, 20), rng.randint(20, 35)
