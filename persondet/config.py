@@ -1,132 +1,48 @@
 """Frozen, validated configuration for every step.
 
-One name per idea: the command-line flag ``--batch-size``, the dataclass field ``batch_size`` and the
-logged MLflow parameter ``batch_size`` are the same setting.  ``to_params()`` returns exactly what is
-logged.  MLflow compares parameter values as strings, so a field that the user typed keeps the string the
-user typed (``raw``) and ``to_params`` logs that string rather than a re-formatted number.
-
-Each step owns its own class here; the shared machinery is ``ConfigBase``.
+One name per idea: the command-line flag ``--batch-size``, the dataclass field ``batch_size``, the
+MLproject parameter ``batch_size`` and the logged MLflow parameter ``batch_size`` are the same setting.
+Each field is declared once, with its type, default and help (``setting``); ``--help`` and
+docs/PARAMETERS.md are generated from these declarations.  ``to_params()`` returns exactly what is logged:
+the text the user typed (``raw``), else the canonical text of the value.  A class docstring's first
+paragraph says what the step does.  Conversion rules: ``persondet.configbase``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Literal
 
-from persondet.errors import PersondetError
+from persondet.configbase import ConfigBase, ConfigError, require, setting
+
+__all__ = ["ConfigBase", "ConfigError", "require", "setting", "PrepareConfig", "TrainConfig", "EvaluateConfig",
+           "PromoteConfig", "ReportConfig", "MainConfig", "TuneConfig", "ENTRY_POINT_CONFIGS",
+           "parse_source_weights"]
 
 MIXES = ("coco", "cuhk", "coco+cuhk")
 CUHK_SPLITS = ("all", "train", "test")
 
 
-class ConfigError(PersondetError, ValueError):
-    """A configuration value is invalid; the message names the setting and the value."""
-
-
-@dataclass(frozen=True)
-class ConfigBase:
-    # Strings as the user typed them (name -> text), so logged params match what was passed.
-    raw: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:  # overridden by each step
-        pass
-
-    def to_params(self) -> dict[str, str]:
-        params: dict[str, str] = {}
-        for f in dataclasses.fields(self):
-            if f.name == "raw" or f.metadata.get("log") is False:
-                continue
-            value = getattr(self, f.name)
-            params[f.name] = self.raw.get(f.name, _as_text(value))
-        return params
-
-    @classmethod
-    def from_strings(cls, values: Mapping[str, str | None]) -> "ConfigBase":
-        """Build from command-line strings, converting to each field's type and remembering the text."""
-        kwargs: dict[str, Any] = {}
-        raw: dict[str, str] = {}
-        types = {f.name: f for f in dataclasses.fields(cls)}
-        for name, text in values.items():
-            if name not in types:
-                raise ConfigError(f"unknown setting {name!r} for {cls.__name__}")
-            if text is None:
-                continue
-            kwargs[name] = _convert(name, text, types[name])
-            if isinstance(text, str):
-                raw[name] = text
-        return cls(raw=raw, **kwargs)
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    if isinstance(value, (tuple, list)):
-        return ",".join(_as_text(v) for v in value)
-    return str(value)
-
-
-def _convert(name: str, text: Any, f: dataclasses.Field) -> Any:
-    if not isinstance(text, str):
-        return text
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    kind = kind.replace(" ", "")
-    try:
-        if kind in ("int",):
-            return int(text)
-        if kind in ("float",):
-            return float(text)
-        if kind in ("float|None", "Optional[float]"):
-            return None if text.strip().lower() in ("", "none", "auto") else float(text)
-        if kind in ("int|None", "Optional[int]"):
-            return None if text.strip().lower() in ("", "none", "auto") else int(text)
-        if kind == "bool":
-            lowered = text.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(text)
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a valid {kind}") from None
-    return text
-
-
-def _parse_batch_sizes(text: str) -> list[int]:
-    """``"8,16"`` -> [8, 16]; a clear error for anything else."""
-    try:
-        sizes = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise ConfigError(f"batch_sizes={text!r} must be comma-separated integers") from None
-    require(bool(sizes) and all(b >= 1 for b in sizes), f"batch_sizes={text!r} must be comma-separated integers >= 1")
-    return sizes
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
 @dataclass(frozen=True)
 class PrepareConfig(ConfigBase):
-    coco_root: str = ""  # empty: the built-in demo data
-    cuhk_root: str = ""  # empty: the built-in demo data
-    mix: str = "coco+cuhk"
-    cuhk_split: str = "all"
-    coco_split: str = "train2017"
-    output_dir: str = field(default="", metadata={"log": False})
-    check_images: int = 4  # annotation check images drawn per source
-    demo_seed: int = 0
+    """Read COCO and CUHK-SYSU in their original layouts, convert them to COCO format, merge the chosen
+    mix, describe it (statistics, relative-size plot, annotation check images) and log it as a prepare run
+    whose prepared/train.json the train step reads."""
+
+    coco_root: str = setting("", "COCO 2017 root (annotations/instances_<coco_split>.json and "
+                             "<coco_split>/*.jpg); empty: the built-in demo data")
+    cuhk_root: str = setting("", "CUHK-SYSU root (annotation/Images.mat, Person.mat, pool.mat and "
+                             "Image/SSM/); empty: the built-in demo data")
+    mix: Literal[MIXES] = setting("coco+cuhk", "the sources merged into the prepared set")
+    cuhk_split: Literal[CUHK_SPLITS] = setting("all", "the CUHK-SYSU images used: its train or test split "
+                                               "(the test split is pool.mat's test pool), or all (pool included)")
+    coco_split: str = setting("train2017", "the COCO split read (train2017, val2017)")
+    output_dir: str = setting("", "also write the prepared files into this folder (renamed into place when "
+                              "complete); empty: only the run's artifacts", log=False)
+    check_images: int = setting(4, "images per source drawn with their boxes under checks/")
+    demo_seed: int = setting(0, "seed of the built-in demo data (used where a root is empty)")
 
     def validate(self) -> None:
-        require(self.mix in MIXES, f"mix={self.mix!r} must be one of {', '.join(MIXES)}")
-        require(self.cuhk_split in CUHK_SPLITS,
-                f"cuhk_split={self.cuhk_split!r} must be one of {', '.join(CUHK_SPLITS)}")
         require(self.check_images >= 0, f"check_images={self.check_images} must be >= 0")
 
 
@@ -134,6 +50,8 @@ TRAIN_MODELS = ("auto", "small", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50
                 "fasterrcnn_mobilenet_v3_large_fpn")
 AMP_MODES = ("none", "bf16", "fp16")
 DECODERS = ("pil", "torchvision", "torchvision-cuda")
+DEVICES = ("auto", "cpu", "cuda")
+_AUTO_MODEL = "auto = fasterrcnn_resnet50_fpn on a GPU, small (a light CPU model for demos and tests) on CPU"
 
 
 def parse_source_weights(text: str) -> dict[str, float]:
@@ -155,45 +73,70 @@ def parse_source_weights(text: str) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class TrainConfig(ConfigBase):
-    data: str = ""  # a prepare run id or a COCO json path
-    model: str = "auto"  # auto: fasterrcnn_resnet50_fpn on GPU, small on CPU
-    weights_backbone: str = "none"  # none, imagenet, or a local state-dict file
-    batch_size: int = 8  # global: all processes together
-    epochs: int = 12
-    lr: float | None = None  # None/auto: 0.02 * batch_size / 16
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 1000  # capped at the first epoch's length
-    nproc: int = 1  # processes per node (GPUs per node)
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 0  # 0: a free port on one node, 29500 across nodes
-    workers: int = 2
-    pin_memory: bool = True  # only applies with CUDA
-    amp: str = "none"
-    channels_last: bool = False
-    min_size: int | None = None  # None: the model's default
-    max_size: int | None = None
-    seed: int = 0
-    deterministic: bool = False
-    resume: str = ""  # a training run id or a checkpoint file
-    checkpoint_dir: str = ""  # also keep last.pt here (it is always logged as checkpoints/last.pt)
-    source_weights: str = ""  # e.g. "coco=1,cuhk=2": per-source sampling weights
-    val_annotations: str = ""  # optional COCO-format set evaluated each epoch (val/AP50)
-    val_images: str = ""
-    register: bool = True
-    max_iters_per_epoch: int | None = None  # a cap for demos and tests
-    device: str = "auto"  # auto, cpu, cuda
-    decode: str = "pil"  # pil, torchvision (decode_jpeg), torchvision-cuda
+    """Train a torchvision Faster R-CNN person detector on a prepared set, in one process or with
+    torchrun/DDP over nproc x nnodes processes: one MLflow run with per-step losses, timing, checkpoints and
+    the model, registered as persondet. The recipe is torchvision's detection reference (1x schedule): SGD
+    with lr 0.02 for a global batch of 16, momentum 0.9, weight decay 1e-4, linear warm-up, 12 epochs with
+    the lr x0.1 at epochs 8 and 11."""
+
+    data: str = setting("", "a prepare run id (its artifact prepared/train.json is downloaded) or a COCO "
+                        "json path", required=True)
+    model: Literal[TRAIN_MODELS] = setting("auto", f"the detector; {_AUTO_MODEL}; logged as typed, the "
+                                           "model built as model_resolved")
+    weights_backbone: str = setting("none", "initial backbone weights: none, imagenet (torchvision's ImageNet "
+                                    "weights; needs a network or the file in torch's hub cache) or a local "
+                                    "state-dict file of the classification backbone")
+    batch_size: int = setting(8, "global batch: images per iteration over all processes together (each gets "
+                              "batch_size / (nproc x nnodes)); the auto lr scales with it")
+    epochs: int = setting(12, "passes over the data; the lr drops x0.1 at epochs 8 and 11 of 12 (the 1x "
+                          "schedule), at the same fractions of other counts")
+    lr: float | None = setting(None, "SGD learning rate; auto = 0.02 x batch_size / 16, the linear scaling rule "
+                               "of the 1x recipe (0.02 for 8 GPUs x 2 images); logged as typed")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(1e-4, "SGD weight decay")
+    warmup_iters: int = setting(1000, "linear lr warm-up from 0.001 x lr over this many iterations, capped at "
+                                "the first epoch's length")
+    nproc: int = setting(1, "processes per node, one per GPU (torchrun's --nproc-per-node); more than one "
+                         "process runs DDP (nccl on GPU, gloo on CPU)")
+    nnodes: int = setting(1, "machines taking part; run the same command on each, with its node_rank")
+    node_rank: int = setting(0, "this machine's index, 0 .. nnodes-1; node 0 creates the MLflow run")
+    master_addr: str = setting("127.0.0.1", "address of node 0, where the processes meet")
+    master_port: int = setting(0, "port on node 0 where the processes meet; 0 = a free port on one node, "
+                               "29500 across nodes")
+    workers: int = setting(2, "DataLoader worker processes per training process, at most the CPU count (0: "
+                           "load in the training process)")
+    pin_memory: bool = setting(True, "page-locked host memory for faster copies to the GPU (only with CUDA)")
+    amp: Literal[AMP_MODES] = setting("none", "mixed precision: bf16 or fp16 autocast (fp16 with a "
+                                      "GradScaler); none = float32")
+    channels_last: bool = setting(False, "channels-last memory layout (faster convolutions on recent GPUs)")
+    min_size: int | None = setting(None, "resize so the shorter image side is this many pixels (>= 32); auto "
+                                   "= the model's default (small: 320, torchvision models: 800)")
+    max_size: int | None = setting(None, "at most this many pixels on the longer side after resizing "
+                                   "(>= 32); auto = the model's default (small: 512, torchvision models: 1333)")
+    seed: int = setting(0, "seeds Python, NumPy and torch (each process adds its rank)")
+    deterministic: bool = setting(False, "torch's deterministic algorithms (slower; a resumed CPU training "
+                                  "then equals an uninterrupted one bit for bit)")
+    resume: str = setting("", "continue a killed training in the same run from its last epoch: a training "
+                          "run id (its artifact checkpoints/last.pt) or a checkpoint file; empty: a new run")
+    checkpoint_dir: str = setting("", "also keep last.pt in this folder (it is always logged as "
+                                  "checkpoints/last.pt)")
+    source_weights: str = setting("", "per-source sampling weights of a merged set, e.g. coco=1,cuhk=2 "
+                                  "(sources not named: 0); empty: every image equally likely")
+    val_annotations: str = setting("", "a COCO-format set evaluated after each epoch (metrics val/AP50, "
+                                   "val/AP); give val_images with it")
+    val_images: str = setting("", "the image folder of val_annotations")
+    register: bool = setting(True, "register the logged model as persondet in the MLflow Model Registry")
+    max_iters_per_epoch: int | None = setting(None, "end each epoch after this many iterations (demos, "
+                                              "tests); none = the whole epoch", none="none")
+    device: Literal[DEVICES] = setting("auto", "where to train; auto = cuda when available, else cpu")
+    decode: Literal[DECODERS] = setting("pil", "image decoding: pil, torchvision (decode_image, in the "
+                                        "workers) or torchvision-cuda (nvjpeg on the GPU; needs workers=0)")
 
     def validate(self) -> None:
-        require(bool(self.data.strip()), "data is required: a prepare run id or a COCO json path")
-        require(self.model in TRAIN_MODELS, f"model={self.model!r} must be one of {', '.join(TRAIN_MODELS)}")
         require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
         require(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
         require(self.lr is None or (self.lr > 0 and self.lr == self.lr and self.lr != float("inf")),
-                f"lr={self.raw.get('lr', self.lr)!r} must be a positive number or auto")
+                f"lr={self.text('lr')!r} must be a positive number or auto")
         require(0 <= self.momentum < 1, f"momentum={self.momentum} must be in [0, 1)")
         require(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         require(self.warmup_iters >= 0, f"warmup_iters={self.warmup_iters} must be >= 0")
@@ -207,7 +150,6 @@ class TrainConfig(ConfigBase):
                 f"batch_size={self.batch_size} must be divisible by the number of processes "
                 f"(nproc * nnodes = {world})")
         require(self.workers >= 0, f"workers={self.workers} must be >= 0")
-        require(self.amp in AMP_MODES, f"amp={self.amp!r} must be one of {', '.join(AMP_MODES)}")
         for name in ("min_size", "max_size"):
             value = getattr(self, name)
             require(value is None or value >= 32, f"{name}={value} must be >= 32")
@@ -215,8 +157,6 @@ class TrainConfig(ConfigBase):
                 f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
         require(bool(self.val_annotations) == bool(self.val_images),
                 "val_annotations and val_images go together: give both or neither")
-        require(self.device in ("auto", "cpu", "cuda"), f"device={self.device!r} must be auto, cpu or cuda")
-        require(self.decode in DECODERS, f"decode={self.decode!r} must be one of {', '.join(DECODERS)}")
         require(self.decode != "torchvision-cuda" or self.workers == 0,
                 "decode=torchvision-cuda decodes in the training process: set workers=0")
         parse_source_weights(self.source_weights)
@@ -226,28 +166,33 @@ class TrainConfig(ConfigBase):
         """The learning rate used: lr, or the linear scaling rule 0.02 * batch_size / 16."""
         return self.lr if self.lr is not None else 0.02 * self.batch_size / 16
 
-    def to_params(self) -> dict[str, str]:
-        params = super().to_params()
-        if self.lr is None and "lr" not in self.raw:
-            params["lr"] = "auto"
-        return params
-
 
 @dataclass(frozen=True)
 class EvaluateConfig(ConfigBase):
-    model_uri: str = ""  # runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>
-    test_annotations: str = ""  # a COCO json; empty: the built-in demo in-house test set
-    test_images: str = ""  # image folder; empty: the annotation file's folder (or the demo's images/)
-    test_name: str = ""  # empty: derived from the annotation file's name
-    person_category: str = "person"  # the person category's name or its integer id
-    batch_size: int = 4
-    examples: int = 4  # example images drawn with ground truth and detections
-    demo_seed: int = 0
-    log_to_training_run: bool = True  # also log <test_name>/AP50... to the model's training run
+    """Evaluate a model on a COCO-format test set: COCO metrics of the person category, AP50 first, on an
+    evaluation run, also logged to the model's training run as <test_name>/AP50 ...; detections, the
+    precision-recall curve and example images as artifacts; test images found in the training set are
+    reported as data leakage."""
+
+    model_uri: str = setting("", "the model: runs:/<run_id>/model, models:/<name>/<version> or "
+                             "models:/<name>@<alias>", required=True)
+    test_annotations: str = setting("", "a COCO-format annotation file; empty: the built-in demo in-house "
+                                    "test set")
+    test_images: str = setting("", "the images' folder (file_name may hold sub-folders); empty: the "
+                               "annotation file's folder, or the demo's images/")
+    test_name: str = setting("", "the test set's name in metric keys (<test_name>/AP50); empty: the "
+                             "annotation file's stem, or its folder's name when the stem is generic "
+                             "(inhouse/annotations.json -> inhouse)")
+    person_category: str = setting("person", "the person category: its name (case-insensitive) or its "
+                                   "integer id")
+    batch_size: int = setting(4, "images per inference batch")
+    examples: int = setting(4, "test images drawn with ground truth (green) and detections (red) under "
+                            "evaluation/examples/")
+    demo_seed: int = setting(0, "seed of the built-in demo data (used when test_annotations is empty)")
+    log_to_training_run: bool = setting(True, "also log <test_name>/AP50 ... and the test set's digest to the "
+                                        "model's training run, so the MLflow UI compares training runs")
 
     def validate(self) -> None:
-        require(bool(self.model_uri), "model_uri is required (runs:/<run_id>/model, "
-                "models:/<name>/<version> or models:/<name>@<alias>)")
         require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
         require(self.examples >= 0, f"examples={self.examples} must be >= 0")
         require(bool(str(self.person_category).strip()), "person_category must be a name or an id")
@@ -255,12 +200,18 @@ class EvaluateConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class PromoteConfig(ConfigBase):
-    metric: str = "AP50"
-    model_name: str = "persondet"
-    test_name: str = ""  # empty: the test set most merged-data versions were evaluated on
-    test_digest: str = ""  # empty: that test set's latest digest
-    alias: str = "champion"
-    stage: str = "Production"
+    """Promote the best merged-data (coco and cuhk) version of the registered model on one test set: when
+    it beats the current champion there it gets the stage Production (the previous holder archived) and the
+    alias champion; the decision table is logged to a promote run. Running it again changes nothing."""
+
+    metric: str = setting("AP50", "the metric compared, read from training runs as <test_name>/<metric>; "
+                          "higher is better, a tie keeps the older version")
+    model_name: str = setting("persondet", "the registered model")
+    test_name: str = setting("", "the test set compared on; empty: the one most merged-data versions were "
+                             "evaluated on")
+    test_digest: str = setting("", "that test set's digest; empty: its latest")
+    alias: str = setting("champion", "the alias set on the promoted version")
+    stage: str = setting("Production", "the stage of the promoted version (the previous holder is archived)")
 
     def validate(self) -> None:
         require(bool(self.metric), "metric must not be empty")
@@ -269,10 +220,15 @@ class PromoteConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class ReportConfig(ConfigBase):
-    experiment: str = "persondet"
-    test_name: str = ""  # empty: the test set with the most evaluated training runs
-    output_dir: str = field(default="", metadata={"log": False})  # also write report.html here
-    examples: int = 3  # test images shown side by side (coco-only vs merged model)
+    """Rebuild the study's tables and figures from an experiment's finished runs (dataset statistics, time
+    per batch by GPU configuration and batch size, AP50 by dataset mix and batch size, coco-only vs merged
+    detections side by side) as one static report.html logged to a report run."""
+
+    experiment: str = setting("persondet", "the MLflow experiment read")
+    test_name: str = setting("", "the test set whose AP50 is tabulated; empty: the one with the most "
+                             "evaluated training runs")
+    output_dir: str = setting("", "also write report.html into this folder", log=False)
+    examples: int = setting(3, "test images shown side by side (the best coco-only and merged models)")
 
     def validate(self) -> None:
         require(bool(self.experiment), "experiment must not be empty")
@@ -281,53 +237,74 @@ class ReportConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class MainConfig(ConfigBase):
-    coco_root: str = ""  # empty: the built-in demo data
-    cuhk_root: str = ""
-    test_annotations: str = ""  # empty: the built-in demo in-house test set
-    test_images: str = ""
-    batch_sizes: str = "8,16"
-    epochs: str = "auto"  # auto: the demo setting on demo data, else the train default
-    model: str = "auto"
-    mixes: str = "coco,cuhk,coco+cuhk"
-    experiment: str = "persondet"
-    max_iters_per_epoch: int | None = None  # None: the demo setting on demo data, else no cap
+    """The whole study end to end: prepare each mix, train each at each batch size, evaluate every model on
+    the in-house test set, promote, report. Each step is an MLflow project run under the main run; a
+    FINISHED run of the step with the same parameters, input data and code version is re-used."""
+
+    coco_root: str = setting("", "COCO 2017 root; empty: the built-in demo data")
+    cuhk_root: str = setting("", "CUHK-SYSU root; empty: the built-in demo data")
+    test_annotations: str = setting("", "the in-house COCO-format test set; empty: the built-in demo "
+                                    "in-house set")
+    test_images: str = setting("", "its image folder; empty: the annotation file's folder")
+    batch_sizes: tuple[int, ...] = setting((8, 16), "global batch sizes; each mix is trained at each")
+    epochs: int | None = setting(None, "training epochs; auto = the demo setting (pipeline.DEMO_TRAIN) on the "
+                                 "demo data, else train's default")
+    model: Literal[TRAIN_MODELS] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
+    mixes: tuple[Literal[MIXES], ...] = setting(MIXES, "the dataset mixes prepared and trained")
+    experiment: str = setting("persondet", "the MLflow experiment of the study's runs")
+    max_iters_per_epoch: int | None = setting(None, "cap on iterations per training epoch; auto = the demo "
+                                              "setting (pipeline.DEMO_TRAIN) on the demo data, else no cap")
 
     def validate(self) -> None:
-        for mix in self.mix_list():
-            require(mix in MIXES, f"mixes={self.mixes!r}: {mix!r} must be one of {', '.join(MIXES)}")
-        _parse_batch_sizes(self.batch_sizes)
+        require(bool(self.mixes), "mixes must name at least one mix")
+        require(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes),
+                f"batch_sizes={self.text('batch_sizes')!r} must be comma-separated integers >= 1")
+        require(self.epochs is None or self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        require(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+                f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
 
     def mix_list(self) -> list[str]:
-        return [m.strip() for m in self.mixes.split(",") if m.strip()]
+        return list(self.mixes)
 
     def batch_size_list(self) -> list[int]:
-        return _parse_batch_sizes(self.batch_sizes)
+        return list(self.batch_sizes)
 
 
 @dataclass(frozen=True)
 class TuneConfig(ConfigBase):
-    n_trials: int = 10  # trials run by THIS worker; start more workers on one storage to share a study
-    storage: str = ""  # optuna storage URL; empty: $PERSONDET_TUNE_STORAGE, else sqlite:///optuna.db
-    study_name: str = "persondet-tune"
-    load_if_exists: bool = True  # join the study when it exists (what a second worker does)
-    data: str = ""  # a prepare run id or a COCO json path; empty: prepare the built-in demo data
-    val_annotations: str = ""  # the set whose per-epoch AP50 is the objective; empty: the demo COCO val
-    val_images: str = ""
-    model: str = "auto"
-    epochs: int = 3
-    max_iters_per_epoch: int | None = None
-    workers: int = 2  # data loader processes per trial
-    lr_min: float = 1e-3  # the search space: lr log-uniform in [lr_min, lr_max],
-    lr_max: float = 5e-2
-    batch_sizes: str = "4,8,16"  # batch_size one of these,
-    cuhk_ratio_min: float = 0.25  # and the CUHK-SYSU:COCO sampling ratio log-uniform in this range
-    cuhk_ratio_max: float = 4.0
-    pruner_startup_trials: int = 2  # MedianPruner: no pruning before this many trials finished
-    pruner_warmup_epochs: int = 1  # ... nor before a trial reported this many epochs
-    heartbeat_interval: int = 60  # seconds; a trial whose heartbeat stops for grace_period is stale
-    grace_period: int = 180
-    max_retry: int = 2  # a stale (crashed worker's) trial is re-run with its parameters this often
-    seed: int | None = None  # sampler seed; None: a different stream per worker
+    """An optuna study over lr, batch size and the CUHK-SYSU:COCO sampling ratio: each trial is a training
+    run nested under the study's run, pruned (MedianPruner) on its per-epoch validation AP50. Workers
+    started on one storage share the study; a crashed worker's trial is re-run."""
+
+    n_trials: int = setting(10, "trials run by this worker; start more workers on one storage to share the "
+                            "study")
+    storage: str = setting("", "optuna storage URL, e.g. postgresql+psycopg2://user:password@host/db (the "
+                           "password is not logged); empty: $PERSONDET_TUNE_STORAGE, else sqlite:///optuna.db")
+    study_name: str = setting("persondet-tune", "the optuna study, and the name of its MLflow run")
+    load_if_exists: bool = setting(True, "join the study when it exists (what a second worker does)")
+    data: str = setting("", "a prepare run id or a COCO json path; empty: prepare the built-in demo data")
+    val_annotations: str = setting("", "the set whose per-epoch AP50 is the objective; empty: the demo COCO "
+                                   "val set")
+    val_images: str = setting("", "the image folder of val_annotations")
+    model: Literal[TRAIN_MODELS] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
+    epochs: int = setting(3, "epochs per trial")
+    max_iters_per_epoch: int | None = setting(None, "end each epoch after this many iterations; none = the "
+                                              "whole epoch", none="none")
+    workers: int = setting(2, "DataLoader worker processes per trial")
+    lr_min: float = setting(1e-3, "search space: lr log-uniform in [lr_min, lr_max]")
+    lr_max: float = setting(5e-2, "the upper end of the lr range")
+    batch_sizes: tuple[int, ...] = setting((4, 8, 16), "search space: the global batch size, one of these")
+    cuhk_ratio_min: float = setting(0.25, "search space: the CUHK-SYSU:COCO sampling ratio (source_weights "
+                                    "coco=1,cuhk=<ratio>) log-uniform in [cuhk_ratio_min, cuhk_ratio_max]")
+    cuhk_ratio_max: float = setting(4.0, "the upper end of the sampling ratio range")
+    pruner_startup_trials: int = setting(2, "MedianPruner: no pruning before this many trials finished")
+    pruner_warmup_epochs: int = setting(1, "MedianPruner: no pruning before a trial reported this many epochs")
+    heartbeat_interval: int = setting(60, "seconds between a running trial's heartbeats")
+    grace_period: int = setting(180, "seconds without a heartbeat after which a trial is stale (its worker "
+                                "died); more than heartbeat_interval")
+    max_retry: int = setting(2, "times a stale trial is re-run with its parameters")
+    seed: int | None = setting(None, "seed of the TPE sampler; none = a different stream per worker",
+                               none="none")
 
     def validate(self) -> None:
         require(self.n_trials >= 1, f"n_trials={self.n_trials} must be >= 1")
@@ -339,7 +316,8 @@ class TuneConfig(ConfigBase):
                 f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
         require(self.workers >= 0, f"workers={self.workers} must be >= 0")
         require(0 < self.lr_min <= self.lr_max, f"lr_min={self.lr_min}, lr_max={self.lr_max}: need 0 < lr_min <= lr_max")
-        _parse_batch_sizes(self.batch_sizes)
+        require(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes),
+                f"batch_sizes={self.text('batch_sizes')!r} must be comma-separated integers >= 1")
         require(0 < self.cuhk_ratio_min <= self.cuhk_ratio_max,
                 f"cuhk_ratio_min={self.cuhk_ratio_min}, cuhk_ratio_max={self.cuhk_ratio_max}: "
                 "need 0 < cuhk_ratio_min <= cuhk_ratio_max")
@@ -351,7 +329,7 @@ class TuneConfig(ConfigBase):
         require(self.max_retry >= 0, f"max_retry={self.max_retry} must be >= 0")
 
     def batch_size_list(self) -> list[int]:
-        return _parse_batch_sizes(self.batch_sizes)
+        return list(self.batch_sizes)
 
     def to_params(self) -> dict[str, str]:
         import re
@@ -359,3 +337,10 @@ class TuneConfig(ConfigBase):
         params = super().to_params()
         params["storage"] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", params["storage"])  # no password
         return params
+
+
+# The MLproject entry points, in the order a study runs them (docs/PARAMETERS.md follows it).
+ENTRY_POINT_CONFIGS: dict[str, type[ConfigBase]] = {
+    "prepare": PrepareConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "promote": PromoteConfig,
+    "tune": TuneConfig, "report": ReportConfig, "main": MainConfig,
+}

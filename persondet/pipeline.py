@@ -144,8 +144,8 @@ def _train_parameters(config: MainConfig, data: str, batch_size: int) -> dict[st
         model = "fasterrcnn_resnet50_fpn" if torch.cuda.is_available() else "small"
     params = {"data": data, "batch_size": str(batch_size), "model": model}
     settings = dict(DEMO_TRAIN) if _is_demo(config) else {}
-    if config.epochs != "auto":
-        settings["epochs"] = config.epochs
+    if config.epochs is not None:
+        settings["epochs"] = str(config.epochs)
     if config.max_iters_per_epoch is not None:
         settings["max_iters_per_epoch"] = str(config.max_iters_per_epoch)
     declared = declared_parameters("train")
