@@ -1,5 +1,5 @@
-"""MLflow entry point `evaluate`: a model (runs:/, models:/name/version, models:/name@alias) on a
-COCO-format test set; COCO metrics, AP50 first."""
+"""MLflow entry point `evaluate`; `EvaluateConfig` in persondet/config.py describes the step and its options
+(`python entrypoints/evaluate.py --help`, docs/PARAMETERS.md)."""
 
 import sys
 
@@ -8,7 +8,7 @@ from persondet.config import EvaluateConfig
 
 
 def main(argv=None):
-    config = parse_config(EvaluateConfig, argv, __doc__)
+    config = parse_config(EvaluateConfig, argv)
     from persondet.evaluation import evaluate
 
     evaluate(config)

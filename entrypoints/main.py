@@ -1,5 +1,5 @@
-"""MLflow entry point `main` (the default): the whole study end to end: prepare (three mixes), train
-(each mix at each batch size), evaluate on the in-house set, promote, report; finished runs re-used."""
+"""MLflow entry point `main`; `MainConfig` in persondet/config.py describes the step and its options
+(`python entrypoints/main.py --help`, docs/PARAMETERS.md)."""
 
 import sys
 
@@ -8,7 +8,7 @@ from persondet.config import MainConfig
 
 
 def main(argv=None):
-    config = parse_config(MainConfig, argv, __doc__)
+    config = parse_config(MainConfig, argv)
     from persondet.pipeline import main as run_main
 
     run_main(config)

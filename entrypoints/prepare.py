@@ -1,4 +1,5 @@
-"""MLflow entry point `prepare`: read COCO and CUHK-SYSU, convert, merge, describe, log."""
+"""MLflow entry point `prepare`; `PrepareConfig` in persondet/config.py describes the step and its options
+(`python entrypoints/prepare.py --help`, docs/PARAMETERS.md)."""
 
 import sys
 
@@ -7,7 +8,7 @@ from persondet.config import PrepareConfig
 
 
 def main(argv=None):
-    config = parse_config(PrepareConfig, argv, __doc__)
+    config = parse_config(PrepareConfig, argv)
     from persondet.prepare import prepare
 
     result = prepare(config)

@@ -1,5 +1,5 @@
-"""MLflow entry point `promote`: the best merged-data version of `persondet` (by --metric, default AP50,
-on one test set) becomes stage Production and alias `champion` when it beats the current champion."""
+"""MLflow entry point `promote`; `PromoteConfig` in persondet/config.py describes the step and its options
+(`python entrypoints/promote.py --help`, docs/PARAMETERS.md)."""
 
 import sys
 
@@ -8,7 +8,7 @@ from persondet.config import PromoteConfig
 
 
 def main(argv=None):
-    config = parse_config(PromoteConfig, argv, __doc__)
+    config = parse_config(PromoteConfig, argv)
     from persondet.registry import promote
 
     promote(config)

@@ -1,6 +1,5 @@
-"""MLflow entry point `report`: rebuild the study's tables and figures (dataset statistics, time per
-batch by GPU configuration, AP50 by dataset mix and batch size, coco-only vs merged detections) from an
-experiment's runs, as one static report.html logged to a report run."""
+"""MLflow entry point `report`; `ReportConfig` in persondet/config.py describes the step and its options
+(`python entrypoints/report.py --help`, docs/PARAMETERS.md)."""
 
 import sys
 
@@ -9,7 +8,7 @@ from persondet.config import ReportConfig
 
 
 def main(argv=None):
-    config = parse_config(ReportConfig, argv, __doc__)
+    config = parse_config(ReportConfig, argv)
     from persondet.report import report
 
     report(config)

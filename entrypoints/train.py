@@ -1,11 +1,12 @@
-"""MLflow entry point `train`: train a person detector on a prepared set (see docs/TRAINING.md)."""
+"""MLflow entry point `train`; `TrainConfig` in persondet/config.py describes the step and its options
+(`python entrypoints/train.py --help`, docs/PARAMETERS.md)."""
 
 from persondet.cli import parse_config, run_cli
 from persondet.config import TrainConfig
 
 
 def main(argv=None):
-    config = parse_config(TrainConfig, argv, "Train a Faster R-CNN person detector, tracked in MLflow.")
+    config = parse_config(TrainConfig, argv)
     from persondet.training import launch
 
     launch(config)

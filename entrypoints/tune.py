@@ -1,4 +1,5 @@
-"""MLflow entry point `tune`: an optuna study over lr, batch size and the CUHK-SYSU:COCO sampling ratio."""
+"""MLflow entry point `tune`; `TuneConfig` in persondet/config.py describes the step and its options
+(`python entrypoints/tune.py --help`, docs/PARAMETERS.md)."""
 
 import sys
 
@@ -7,7 +8,7 @@ from persondet.config import TuneConfig
 
 
 def main(argv=None):
-    config = parse_config(TuneConfig, argv, __doc__)
+    config = parse_config(TuneConfig, argv)
     from persondet.tuning import tune
 
     summary = tune(config)

@@ -1,12 +1,21 @@
-"""Shared command-line plumbing for the thin entry point scripts."""
+"""Shared command-line plumbing for the thin entry point scripts, and the parameter reference.
+
+Every option's help, type and default come from its config field (``persondet.config``), so
+``python entrypoints/<step>.py --help`` and docs/PARAMETERS.md (``python -m persondet.cli --markdown``)
+say the same thing as the code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import sys
 from typing import Callable, Sequence
 
 from persondet.errors import PersondetError
+
+PARAMETERS_DOC = "docs/PARAMETERS.md"
 
 
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
@@ -27,14 +36,121 @@ def dashed(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def parse_config(config_cls, argv: Sequence[str] | None, description: str | None):
-    """One flag per config field (``batch_size`` -> ``--batch-size``), kept as the typed string, then the
-    validated config; the thin entry point scripts call only this and one library function."""
-    import dataclasses
+def description(config_cls: type) -> str:
+    """What the step does: the first paragraph of its config class's docstring, on one line."""
+    text = inspect.cleandoc(config_cls.__doc__ or "").split("\n\n")[0]
+    return " ".join(text.split())
 
-    parser = argparse.ArgumentParser(description=description)
-    names = [f.name for f in dataclasses.fields(config_cls) if f.name != "raw"]
-    for name in names:
-        parser.add_argument(dashed(name), dest=name, default=None)
+
+def default_shown(f: dataclasses.Field) -> str:
+    """The default as shown in help and docs: ``required``, ``empty`` or the default's text."""
+    from persondet.configbase import default_text
+
+    if f.metadata.get("required"):
+        return "required"
+    return default_text(f) or "empty"
+
+
+def option_help(f: dataclasses.Field) -> str:
+    """One option's help: its meaning, then its default, and whether it is logged."""
+    default = default_shown(f)
+    shown = "required" if default == "required" else f"default: {default}"
+    if not f.metadata.get("log", True):
+        shown += "; not logged"
+    return f"{f.metadata['help']} ({shown})"
+
+
+def type_shown(config_cls: type, f: dataclasses.Field) -> str:
+    from persondet.configbase import field_types, type_text
+
+    return type_text(field_types(config_cls)[f.name], f.metadata.get("none", "auto"))
+
+
+def build_parser(config_cls: type, description_text: str | None = None) -> argparse.ArgumentParser:
+    """One ``--flag`` per config field (``batch_size`` -> ``--batch-size``, also ``--batch_size``), kept as
+    the typed string."""
+    from persondet.config import ENTRY_POINT_CONFIGS
+    from persondet.configbase import config_fields
+
+    step = next((name for name, cls in ENTRY_POINT_CONFIGS.items() if cls is config_cls), "<step>")
+    first = dashed(config_fields(config_cls)[0].name)[2:].replace("-", "_")
+    parser = argparse.ArgumentParser(
+        description=description_text or description(config_cls),
+        epilog=f"Every option is also an MLflow project parameter, named with underscores (mlflow run . -e "
+               f"{step} -P {first}=...) and logged as typed. Reference: {PARAMETERS_DOC}")
+    for f in config_fields(config_cls):
+        parser.add_argument(dashed(f.name), dest=f.name, default=None, metavar=type_shown(config_cls, f),
+                            help=option_help(f).replace("%", "%%"))
+        if "_" in f.name:
+            # `mlflow run -P weight_decay=...` passes a parameter MLproject does not declare as --weight_decay
+            parser.add_argument(f"--{f.name}", dest=f.name, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_config(config_cls, argv: Sequence[str] | None = None, description: str | None = None):
+    """The validated config from the command line (``--help`` explains every option); the thin entry point
+    scripts call only this and one library function. ``description`` defaults to the config's docstring."""
+    from persondet.configbase import config_fields
+
+    args = build_parser(config_cls, description).parse_args(argv)
+    return config_cls.from_strings({f.name: getattr(args, f.name) for f in config_fields(config_cls)})
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def _words(words: Sequence[str]) -> str:
+    return ", ".join(f"`{w}`" for w in words if w) + (", empty" if "" in words else "")
+
+
+def markdown() -> str:
+    """docs/PARAMETERS.md: every entry point's parameters with type, default and meaning."""
+    from persondet.config import ENTRY_POINT_CONFIGS
+    from persondet.configbase import FALSE_WORDS, NONE_WORDS, TRUE_WORDS, config_fields
+
+    lines = [
+        "# Parameters of the entry points",
+        "",
+        "<!-- Generated by `python -m persondet.cli --markdown > docs/PARAMETERS.md` from the config "
+        "dataclasses in persondet/config.py; tests/test_cli.py fails when this file is out of date. -->",
+        "",
+        "One name per setting: the MLflow project parameter `batch_size` (`mlflow run . -e train -P "
+        "batch_size=16`), the script option `--batch-size` (`python entrypoints/train.py --batch-size 16`), "
+        "the config field `TrainConfig.batch_size` and the logged run parameter `batch_size`. A parameter is "
+        "logged as typed (`lr=2e-2` logs `2e-2`); one not given is logged as its default below. "
+        "`python entrypoints/<step>.py --help` shows the same text.",
+        "",
+        f"Values: `bool` is {_words(TRUE_WORDS)} or {_words(FALSE_WORDS)}; `X|word` is an X, or the word "
+        f"(also {_words(NONE_WORDS)}) for the automatic or no value; `X,...` is a comma-separated list; "
+        "`a|b|c` is one of the listed values.",
+        "",
+    ]
+    for name, config_cls in ENTRY_POINT_CONFIGS.items():
+        lines += [f"## {name}", "", _cell(description(config_cls)), "",
+                  "| parameter | type | default | meaning |", "|---|---|---|---|"]
+        for f in config_fields(config_cls):
+            meaning = f.metadata["help"] + ("" if f.metadata.get("log", True) else " (not logged)")
+            default = default_shown(f)
+            default = default if default in ("required", "empty") else _code(default)
+            lines.append(f"| `{f.name}` | {_code(type_shown(config_cls, f))} | {default} | {_cell(meaning)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m persondet.cli", description="The parameter reference.")
+    parser.add_argument("--markdown", action="store_true", help=f"print {PARAMETERS_DOC}")
     args = parser.parse_args(argv)
-    return config_cls.from_strings({name: getattr(args, name) for name in names})
+    if args.markdown:
+        sys.stdout.write(markdown())
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

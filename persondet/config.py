@@ -86,8 +86,8 @@ class TrainConfig(ConfigBase):
     weights_backbone: str = setting("none", "initial backbone weights: none, imagenet (torchvision's ImageNet "
                                     "weights; needs a network or the file in torch's hub cache) or a local "
                                     "state-dict file of the classification backbone")
-    batch_size: int = setting(8, "global batch: images per iteration over all processes together (each gets "
-                              "batch_size / (nproc x nnodes)); the auto lr scales with it")
+    batch_size: int = setting(8, "global batch: images per iteration over all processes together, divisible "
+                              "by nproc x nnodes (each process gets its share); the auto lr scales with it")
     epochs: int = setting(12, "passes over the data; the lr drops x0.1 at epochs 8 and 11 of 12 (the 1x "
                           "schedule), at the same fractions of other counts")
     lr: float | None = setting(None, "SGD learning rate; auto = 0.02 x batch_size / 16, the linear scaling rule "

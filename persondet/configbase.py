@@ -76,13 +76,13 @@ def _sequence_item(hint: Any) -> Any | None:
 
 
 def type_text(hint: Any, none: str = "auto") -> str:
-    """How a type reads in help and docs: ``int``, ``float or auto``, ``list of int``, ``a|b|c``."""
+    """How a type reads in ``--help`` and the docs: ``int``, ``float|auto``, ``int,...``, ``none|bf16|fp16``."""
     inner = _optional_inner(hint)
     if inner is not None:
-        return f"{type_text(inner)} or {none or 'empty'}"
+        return f"{type_text(inner)}|{none or 'empty'}"
     item = _sequence_item(hint)
     if item is not None:
-        return f"list of {type_text(item)}"
+        return f"{type_text(item)},..."
     if typing.get_origin(hint) is Literal:
         return "|".join(str(a) for a in typing.get_args(hint))
     if isinstance(hint, type) and issubclass(hint, PurePath):

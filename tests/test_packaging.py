@@ -77,20 +77,22 @@ def test_formats_package_imports_neither_torch_nor_mlflow():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mlproject_parameters_are_config_fields_under_the_same_name():
-    import dataclasses
+def test_mlproject_parameters_are_config_fields_under_the_same_name_and_default():
+    from persondet.config import ENTRY_POINT_CONFIGS
+    from persondet.configbase import config_fields, default_text
 
-    from persondet import config
-
-    classes = {"main": config.MainConfig, "prepare": config.PrepareConfig, "train": config.TrainConfig,
-               "evaluate": config.EvaluateConfig, "promote": config.PromoteConfig,
-               "tune": config.TuneConfig, "report": config.ReportConfig}
     project = yaml.safe_load((ROOT / "MLproject").read_text())
+    assert set(project["entry_points"]) <= set(ENTRY_POINT_CONFIGS), "an entry point without a config class"
     for name, spec in project["entry_points"].items():
-        fields = {f.name for f in dataclasses.fields(classes[name])}
-        assert set(spec.get("parameters", {})) <= fields, name
+        fields = {f.name: f for f in config_fields(ENTRY_POINT_CONFIGS[name])}
+        assert set(spec.get("parameters", {})) <= set(fields), name
         for flag, param in re.findall(r"--([\w-]+) \{(\w+)\}", spec["command"]):
             assert flag.replace("-", "_") == param, f"{name}: --{flag} carries {{{param}}}"
-    train_params = project["entry_points"]["train"]["parameters"]
-    defaults = {f.name: f.default for f in dataclasses.fields(config.TrainConfig)}
-    assert train_params["warmup_iters"]["default"] == str(defaults["warmup_iters"])
+        for param, declared in spec.get("parameters", {}).items():
+            f = fields[param]
+            if f.metadata.get("required"):
+                assert "default" not in declared, f"{name}.{param} is required: no MLproject default"
+            else:
+                # mlflow run logs the declared default; the config logs its own default: one text
+                assert declared.get("default") == default_text(f), (
+                    f"{name}.{param}: MLproject default {declared.get('default')!r} != config {default_text(f)!r}")
