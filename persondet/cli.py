@@ -57,7 +57,7 @@ def option_help(f: dataclasses.Field) -> str:
     shown = "required" if default == "required" else f"default: {default}"
     if not f.metadata.get("log", True):
         shown += "; not logged"
-    return f"{f.metadata['help']} ({shown})"
+    return f"{f.metadata.get('help', '')} ({shown})"
 
 
 def type_shown(config_cls: type, f: dataclasses.Field) -> str:
@@ -134,7 +134,7 @@ def markdown() -> str:
         lines += [f"## {name}", "", _cell(description(config_cls)), "",
                   "| parameter | type | default | meaning |", "|---|---|---|---|"]
         for f in config_fields(config_cls):
-            meaning = f.metadata["help"] + ("" if f.metadata.get("log", True) else " (not logged)")
+            meaning = f.metadata.get("help", "") + ("" if f.metadata.get("log", True) else " (not logged)")
             default = default_shown(f)
             default = default if default in ("required", "empty") else _code(default)
             lines.append(f"| `{f.name}` | {_code(type_shown(config_cls, f))} | {default} | {_cell(meaning)} |")
