@@ -118,7 +118,7 @@ def test_crowd_rle_matches_the_rectangle():
     from pycocotools import mask as mask_utils
 
     W, H, (x, y, w, h) = 7, 5, (2, 1, 3, 2)
-    rle = mask_utils.frPyObjects({"counts": synth._rect_rle(x, y, w, h, W, H), "size": [H, W]}, H, W)
+    rle = mask_utils.frPyObjects({"counts": synth.coco.rect_rle(x, y, w, h, W, H), "size": [H, W]}, H, W)
     expected = np.zeros((H, W), np.uint8)
     expected[y:y + h, x:x + w] = 1
     assert (mask_utils.decode(rle) == expected).all()
