@@ -12,11 +12,14 @@ the cached demo tree and holds the ``persondet-demo-data`` CLI.
 every file name: full-scale trees for benchmarks in minutes.  Pure numpy / PIL / scipy: no torch, no mlflow.
 """
 
+from persondet.synth.citypersons import write_citypersons
 from persondet.synth.coco import COCO_CATEGORIES, write_coco
+from persondet.synth.crowdhuman import write_crowdhuman
 from persondet.synth.cuhk import write_cuhk
 from persondet.synth.inhouse import INHOUSE_CATEGORIES, INHOUSE_PERSON_ID, write_inhouse
-from persondet.synth.tree import (FORMAT_VERSION, MARKER, DemoData, DemoProfile, build_demo_tree, cli,
+from persondet.synth.tree import (EXTRA_SOURCES, FORMAT_VERSION, MARKER, DemoData, DemoProfile, build_demo_tree, cli,
                                   ensure_demo_data)
 
-__all__ = ["COCO_CATEGORIES", "FORMAT_VERSION", "INHOUSE_CATEGORIES", "INHOUSE_PERSON_ID", "MARKER",
-           "DemoData", "DemoProfile", "build_demo_tree", "cli", "ensure_demo_data", "write_coco", "write_cuhk", "write_inhouse"]
+__all__ = ["COCO_CATEGORIES", "EXTRA_SOURCES", "FORMAT_VERSION", "INHOUSE_CATEGORIES", "INHOUSE_PERSON_ID", "MARKER",
+           "DemoData", "DemoProfile", "build_demo_tree", "cli", "ensure_demo_data", "write_citypersons",
+           "write_coco", "write_crowdhuman", "write_cuhk", "write_inhouse"]
