@@ -15,6 +15,8 @@ not use, ``hbox`` and ``head_attr``, are skipped without being built), else by `
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ SPLITS = ("train", "val")
 BOXES = ("fbox", "vbox")  # the person box a record takes: full body (default) or visible part
 TAGS = ("person", "mask")
 IMAGE_DIR = "Images"
+_INF = math.inf
 Box = tuple[float, float, float, float]  # x, y, w, h
 
 
@@ -82,12 +85,12 @@ def read_odgt(path: str | Path, decoder: str = "auto") -> list[CrowdImage]:
     decode = _line_decoder(decoder)
     images: list[CrowdImage] = []
     seen: set[str] = set()
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, _gc_paused():
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}: line {number}"
-            image_id, boxes = decode(line, where)
+            image_id, boxes = decode(line.rstrip(b"\r\n"), where)
             for j, (tag, *_) in enumerate(boxes):
                 if tag not in TAGS:
                     raise OdgtFormatError(f"{where} (ID {image_id}): gtboxes[{j}] has tag {tag!r}, "
@@ -170,60 +173,88 @@ def to_records(images: Sequence[CrowdImage], sizes: Mapping[str, tuple[int, int]
                             "outside_boxes"), 0)
     counts["images_total"] = len(images)
     out_images, out_annotations = [], []
-    for index, image in enumerate(images):
-        if image.file_name not in sizes:
-            raise OdgtFormatError(f"no image size for {image.file_name}")
-        width, height = sizes[image.file_name]
-        kept = _image_boxes(image, box, float(width), float(height), counts, f"{where}: line {image.line}")
-        if not any(not ann["ignore"] for ann in kept):
-            counts["images_without_persons"] += 1
-            continue
-        out_images.append({"id": index + 1, "file_name": image.file_name, "width": int(width),
-                           "height": int(height), "original_file_name": f"{image.id}.jpg"})
-        for ann in kept:
-            ann["id"], ann["image_id"] = len(out_annotations) + 1, index + 1
-            out_annotations.append(ann)
-        ignored = sum(ann["ignore"] for ann in kept)
-        counts["ignore_regions"] += ignored
-        counts["person_boxes"] += len(kept) - ignored
+    with _gc_paused():  # hundreds of thousands of small dicts: the cyclic GC would rescan them again and again
+        for index, image in enumerate(images):
+            if image.file_name not in sizes:
+                raise OdgtFormatError(f"no image size for {image.file_name}")
+            width, height = sizes[image.file_name]
+            kept = _image_boxes(image, box, float(width), float(height), counts, f"{where}: line {image.line}")
+            ignored = sum(ann["ignore"] for ann in kept)
+            if ignored == len(kept):
+                counts["images_without_persons"] += 1
+                continue
+            out_images.append({"id": index + 1, "file_name": image.file_name, "width": int(width),
+                               "height": int(height), "original_file_name": f"{image.id}.jpg"})
+            for ann in kept:
+                ann["id"], ann["image_id"] = len(out_annotations) + 1, index + 1
+                out_annotations.append(ann)
+            counts["ignore_regions"] += ignored
+            counts["person_boxes"] += len(kept) - ignored
     return out_images, out_annotations, counts
 
 
 def _image_boxes(image: CrowdImage, box: str, width: float, height: float, counts: dict[str, int],
                  where: str) -> list[dict]:
     kept = []
-    counts["boxes_total"] += len(image.boxes)
+    masks = ignored_persons = dropped = outside = clipped = 0
+    use_fbox = box == "fbox"
     for j, (tag, ignore, fbox, vbox) in enumerate(image.boxes):
-        person = tag == "person" and not ignore
-        counts["masks"] += tag == "mask"
-        counts["ignored_persons"] += tag == "person" and bool(ignore)
-        key, xywh = box, (fbox if box == "fbox" else vbox)
+        if tag == "mask":
+            masks += 1
+        elif ignore:
+            ignored_persons += 1
+        xywh = fbox if use_fbox else vbox
         if xywh is None:
-            if person:
-                raise OdgtFormatError(f"{where} (ID {image.id}): gtboxes[{j}] is a person without {box}")
-            key, xywh = ("fbox", fbox) if fbox is not None else ("vbox", vbox)
-            if xywh is None:
-                raise OdgtFormatError(f"{where} (ID {image.id}): gtboxes[{j}] ({tag}) has neither fbox nor vbox")
+            xywh = _fallback_box(image, j, box, where)
         x, y, w, h = xywh
-        if not (0.0 <= w < math.inf and 0.0 <= h < math.inf and -math.inf < x < math.inf
-                and -math.inf < y < math.inf):
+        if not (0.0 <= w < _INF and 0.0 <= h < _INF and -_INF < x < _INF and -_INF < y < _INF):
+            key = box if (fbox if use_fbox else vbox) is not None else ("fbox" if fbox is not None else "vbox")
             raise OdgtFormatError(f"{where} (ID {image.id}): gtboxes[{j}].{key} = {list(xywh)}: "
                                   "negative or non-finite width or height")
         if w == 0.0 or h == 0.0:
-            counts["dropped_boxes"] += 1
+            dropped += 1
             continue
-        x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
-        if x2 <= x1 or y2 <= y1:
-            counts["outside_boxes"] += 1
+        x2, y2 = x + w, y + h
+        x1, y1 = (x if x > 0.0 else 0.0), (y if y > 0.0 else 0.0)
+        cx2, cy2 = (x2 if x2 < width else width), (y2 if y2 < height else height)
+        if cx2 <= x1 or cy2 <= y1:
+            outside += 1
             continue
-        if x1 != x or y1 != y or x2 != x + w or y2 != y + h:
-            counts["clipped_boxes"] += 1
-        ann = {"bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
-               "ignore": 0 if person else 1}
-        if fbox is not None and vbox is not None and fbox[2] * fbox[3] > 0:
+        if x1 != x or y1 != y or cx2 != x2 or cy2 != y2:
+            clipped += 1
+        ann = {"bbox": [x1, y1, cx2 - x1, cy2 - y1], "area": (cx2 - x1) * (cy2 - y1), "iscrowd": 0,
+               "ignore": 0 if tag == "person" and not ignore else 1}
+        if fbox is not None and vbox is not None and fbox[2] * fbox[3] > 0.0:
             ann["vis_ratio"] = round(vbox[2] * vbox[3] / (fbox[2] * fbox[3]), 4)
         kept.append(ann)
+    counts["boxes_total"] += len(image.boxes)
+    counts["masks"] += masks
+    counts["ignored_persons"] += ignored_persons
+    counts["dropped_boxes"] += dropped
+    counts["outside_boxes"] += outside
+    counts["clipped_boxes"] += clipped
     return kept
+
+
+def _fallback_box(image: CrowdImage, j: int, box: str, where: str) -> Box:
+    """An ignore region without the chosen box takes the other one; a person must have it."""
+    tag, ignore, fbox, vbox = image.boxes[j]
+    if tag == "person" and not ignore:
+        raise OdgtFormatError(f"{where} (ID {image.id}): gtboxes[{j}] is a person without {box}")
+    if fbox is None and vbox is None:
+        raise OdgtFormatError(f"{where} (ID {image.id}): gtboxes[{j}] ({tag}) has neither fbox nor vbox")
+    return fbox if fbox is not None else vbox
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def read_crowdhuman(root: str | Path, split: str = "train", box: str = "fbox",

@@ -2,8 +2,9 @@
 
 Two layers: readers that unwrap what ``scipy.io.loadmat`` gives back for MATLAB structs (with the helpers of
 ``persondet.formats.matlab``: 1-element string arrays, struct arrays, cells; ``idlocate`` as uint8 or uint16
-per entry, empty ``idlocate``) into plain Python, and a pure converter (``cuhk_to_coco``) from those plain structures to a COCO dict.  Every box goes
-through ``mat_box``, which casts to float64 before any arithmetic: ``x + w`` in uint8 wraps around.
+per entry, empty ``idlocate``) into plain Python, and a pure converter (``cuhk_to_coco``) from those plain
+structures to a COCO dict.  Every box goes through ``mat_box``, which casts to float64 before any
+arithmetic: ``x + w`` in uint8 wraps around.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each line is ``{"ID": "<number>,<hex>", "gtboxes": [...]}``; a gtbox has ``fbox`` (full body: often past the
 image border), ``tag``, ``hbox`` (head), ``extra`` (``box_id``, ``occ``, sometimes ``ignore``), ``vbox``
 (the visible part inside the image) and ``head_attr``, in the key order of the real files.  Crowded scenes:
-overlapping people, nearer ones drawn over farther ones, a few ignored persons (``extra.ignore`` = 1) and
+overlapping people, nearer ones drawn over farther ones, some hidden from below (``vbox`` shorter than the
+full box, ``extra.occ`` = 1), a few ignored persons (``extra.ignore`` = 1) and
 ``mask`` regions (groups of people, person-like things: ``extra.ignore`` = 1, empty ``head_attr``).
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import ImageDraw
 
 from persondet.synth.draw import (ImageSink, background, draw_clutter, draw_crowd, draw_person, progress,
-                                  random_look, random_sizes, stream_rng)
+                                  random_colour, random_look, random_sizes, stream_rng)
 
 
 def write_crowdhuman(root: str | Path, *, seed: int = 0, train_images: int = 24, val_images: int = 8,
@@ -69,6 +70,8 @@ def _gtboxes(rng: np.random.Generator, W: int, H: int, persons, mask_fraction: f
         x, y, w, h = fbox
         vx, vy = max(x, 0), max(y, 0)
         vbox = [vx, vy, min(x + w, W) - vx, min(y + h, H) - vy]
+        if not ignored and rng.random() < 0.3:  # the lower part hidden behind something
+            vbox[3] = max(2, int(vbox[3] * rng.uniform(0.4, 0.85)))
         hbox = [int(round(x + 0.32 * w)), y, max(1, int(round(0.36 * w))), max(1, int(round(0.17 * h)))]
         extra = {"box_id": box_id, "occ": int(vbox != fbox)}
         if ignored:
@@ -89,4 +92,8 @@ def _render(rng, W: int, H: int, gtboxes: list[dict]):
             draw_crowd(rng, draw, box["fbox"])
         else:
             draw_person(draw, box["fbox"], random_look(rng))
+            (x, y, w, h), (vx, vy, vw, vh) = box["fbox"], box["vbox"]
+            if vy + vh < min(y + h, H):  # what hides the rest, drawn before the people in front
+                draw.rectangle([vx - 4, vy + vh, vx + vw + 4, min(y + h, H)], fill=random_colour(rng, 40, 200),
+                               outline=(10, 10, 10))
     return img
