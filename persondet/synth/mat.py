@@ -80,7 +80,7 @@ def _matrix(value, name: str = "") -> bytes:
         mx_class, shape = _MX_CELL, value.shape
         content = b"".join(_matrix(item) for item in value.ravel(order="F"))
     else:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.atleast_2d(np.asarray(value, dtype=np.float64))  # MATLAB arrays have 2 dims or more
         mx_class, shape = _MX_DOUBLE, array.shape
         mi_type, stored = _storage(array.ravel(order="F"))
         content = _element(mi_type, stored.tobytes()) if stored.size else struct.pack("<II", mi_type, 0)
