@@ -1,9 +1,10 @@
 """CUHK-SYSU person search annotations (.mat) to COCO person detection.
 
-Two layers: readers that unwrap what ``scipy.io.loadmat`` gives back for MATLAB structs (1-element string
-arrays, struct arrays, cells, ``idlocate`` as uint8 or uint16 per entry, empty ``idlocate``) into plain
-Python, and a pure converter (``cuhk_to_coco``) from those plain structures to a COCO dict.  Every box goes
-through ``mat_box``, which casts to float64 before any arithmetic: ``x + w`` in uint8 wraps around.
+Two layers: readers that unwrap what ``scipy.io.loadmat`` gives back for MATLAB structs (with the helpers of
+``persondet.formats.matlab``: 1-element string arrays, struct arrays, cells; ``idlocate`` as uint8 or uint16
+per entry, empty ``idlocate``) into plain Python, and a pure converter (``cuhk_to_coco``) from those plain
+structures to a COCO dict.  Every box goes through ``mat_box``, which casts to float64 before any
+arithmetic: ``x + w`` in uint8 wraps around.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from persondet.errors import PersondetError
+from persondet.formats.matlab import MatFormatError, load_mat, mat_int, mat_str, struct_field, struct_items
 from persondet.formats.merge import PERSON_CATEGORY
 
 IMAGE_DIR = "Image/SSM"
@@ -23,42 +24,7 @@ ANNOTATION_DIR = "annotation"
 SPLITS = ("all", "train", "test")
 
 
-class MatFormatError(PersondetError):
-    """A .mat file that is missing, unreadable, or lacks the expected keys or fields."""
-
-
-# ----------------------------------------------------------------------------------------------- .mat helpers
-def load_mat(path: str | Path, key: str) -> np.ndarray:
-    """The variable ``key`` of a MATLAB file, with a one-line error for every way this can fail."""
-    import scipy.io
-
-    path = Path(path)
-    if not path.is_file():
-        raise MatFormatError(f"{path}: annotation file not found")
-    try:
-        content = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises ValueError, MatReadError, OSError, zlib/struct errors...
-        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise MatFormatError(f"{path}: not a readable MATLAB .mat file ({detail})") from None
-    if key not in content:
-        found = sorted(k for k in content if not k.startswith("__"))
-        raise MatFormatError(f"{path}: no variable {key!r} (found: {', '.join(found) or 'none'})")
-    return content[key]
-
-
-def mat_str(value: Any, where: str) -> str:
-    """A MATLAB string as scipy returns it (array(['s1.jpg']) or a cell around one) as str."""
-    if type(value) is np.ndarray and value.dtype.kind == "U" and value.size == 1:  # the common case, fast
-        return value.item()
-    while isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise MatFormatError(f"{where}: expected one string, found an array of shape {value.shape}")
-        value = value.reshape(-1)[0]
-    if isinstance(value, (str, np.str_)):
-        return str(value)
-    raise MatFormatError(f"{where}: expected a string, found {type(value).__name__}")
-
-
+# ------------------------------------------------------------------------------------------------ idlocate
 def mat_box(value: Any, where: str) -> tuple[float, float, float, float] | None:
     """``idlocate`` [x, y, w, h] as float64 (cast first: uint8/uint16 overflow); None when empty."""
     try:
@@ -71,47 +37,6 @@ def mat_box(value: Any, where: str) -> tuple[float, float, float, float] | None:
     if array.size != 4:
         raise MatFormatError(f"{where}: idlocate has {array.size} values, expected [x, y, w, h]")
     return float(array[0]), float(array[1]), float(array[2]), float(array[3])
-
-
-def mat_int(value: Any, where: str, default: int = 0) -> int:
-    if type(value) is np.ndarray and value.size == 1 and value.dtype.kind in "uif":
-        return int(value.reshape(-1)[0])
-    array = np.asarray(value)
-    if array.size == 0:
-        return default
-    if array.size != 1:
-        raise MatFormatError(f"{where}: expected one number, found shape {array.shape}")
-    return int(array.astype(np.int64).reshape(-1)[0])
-
-
-def struct_field(struct: Any, name: str, where: str) -> Any:
-    """Field ``name`` of a MATLAB struct (np.void or a 1-element struct array)."""
-    if type(struct) is np.void and name in struct.dtype.names:  # the common case, fast
-        return struct[name]
-    if isinstance(struct, np.ndarray) and struct.dtype.names is None and struct.size == 1:
-        struct = struct.reshape(-1)[0]  # a cell around a struct
-    names = getattr(getattr(struct, "dtype", None), "names", None)
-    if not names:
-        raise MatFormatError(f"{where}: expected a MATLAB struct, found {type(struct).__name__}")
-    if name not in names:
-        raise MatFormatError(f"{where}: struct has no field {name!r} (fields: {', '.join(names)})")
-    value = struct[name]
-    if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1 and value.ndim > 0 \
-            and getattr(struct, "ndim", 0) > 0:
-        value = value.reshape(-1)[0]  # field of a 1x1 struct array
-    return value
-
-
-def struct_items(array: Any, where: str) -> Iterator[Any]:
-    """The elements of a struct array (or of a cell array of structs), in order."""
-    if not isinstance(array, np.ndarray):
-        raise MatFormatError(f"{where}: expected an array of structs, found {type(array).__name__}")
-    for item in array.reshape(-1):
-        if isinstance(item, np.ndarray) and item.dtype.names is None and item.size == 1:
-            item = item.reshape(-1)[0]  # cell element
-        if isinstance(item, np.ndarray) and item.dtype.names is not None and item.size == 1:
-            item = item.reshape(-1)[0]
-        yield item
 
 
 # --------------------------------------------------------------------------------------------------- readers
