@@ -6,6 +6,8 @@ logged to the run under ``prepared/`` and, with ``output_dir``, renamed into pla
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import shutil
@@ -46,14 +48,15 @@ class PrepareResult:
 def prepare(config: PrepareConfig) -> PrepareResult:
     roots = resolve_roots(config)
     sources, counts = [], {}
-    for name, root in roots.items():
-        reader = read_coco_source if name == "coco" else read_cuhk_source
-        source, source_counts = reader(root, config)
-        sources.append(source)
-        counts[name] = source_counts
-    dataset = merge(sources, config.mix, config.cuhk_split)
-    sizes = relative_sizes(dataset)
-    stats = dataset_stats(dataset, sizes)
+    with _cyclic_gc_paused():
+        for name, root in roots.items():
+            reader = read_coco_source if name == "coco" else read_cuhk_source
+            source, source_counts = reader(root, config)
+            sources.append(source)
+            counts[name] = source_counts
+        dataset = merge(sources, config.mix, config.cuhk_split)
+        sizes = relative_sizes(dataset)
+        stats = dataset_stats(dataset, sizes)
     meta = dataset["persondet"]
 
     parent = Path(config.output_dir).resolve().parent if config.output_dir else None
@@ -168,9 +171,10 @@ def check_files_exist(directory: Path, names: Sequence[str], listed_in: Path) ->
 def read_image_sizes(directory: Path, names: Sequence[str], listed_in: Path) -> dict[str, tuple[int, int]]:
     """(width, height) per name, from the file header; every empty or unreadable file is reported at once."""
     sizes, bad = {}, []
+    folder = str(directory)
     for name in _progress(names, f"image headers ({directory.name})"):
         try:
-            sizes[name] = image_size(directory / name)
+            sizes[name] = image_size(f"{folder}/{name}")  # a str, not a Path: 80,000 of them
         except ImageHeaderError as exc:
             bad.append(f"{name} ({exc.reason})")
     if bad:
@@ -215,6 +219,20 @@ def _move_into_place(stage: Path, target: Path) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused():
+    """Reading builds millions of small acyclic objects (dicts, lists, numpy arrays from the .mat files);
+    the cyclic collector would re-scan all of them at every allocation burst: a quarter of the reading time
+    at full scale.  Reference counting still frees everything as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _progress(items: Sequence, desc: str):

@@ -201,9 +201,8 @@ def _set(section: str, index: int, **values):
 # COCO files written by Python's json as real tools write them (NaN and Infinity are its tokens for non-finite
 # floats). Annotation 12 is the person on image 2 (80x60).
 BAD_COCO = {
-    "duplicate_image_id": (_set("images", 2, id=2), r"image id 2 appears twice \(entries 1 and 2 of 'images'\)"),
-    "duplicate_annotation_id": (_set("annotations", 3, id=12),
-                                r"annotation id 12 appears twice \(entries 2 and 3 of 'annotations'\)"),
+    "duplicate_image_id": (_set("images", 2, id=2), r"image id 2 appears twice; ids must be unique"),
+    "duplicate_annotation_id": (_set("annotations", 2, id=10), r"annotation id 10 appears twice; ids must be unique"),
     "nan_box": (_set("annotations", 2, bbox=[0, 0, float("nan"), 30]),
                 r"malformed JSON at byte \d+: NaN is not a JSON number \(non-finite values are refused\), "
                 r"in annotation 12$"),

@@ -13,6 +13,7 @@ refused, empty boxes dropped, boxes clipped to the image; each change is counted
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,28 +90,29 @@ def read_coco_persons(path: str | Path, category_name: str = "person") -> CocoPe
     path = Path(path)
     data = load_instances(path)
     category_id = person_category_id(data.categories, path, category_name)
-    images = _index_images(data.images, path)
-    _check_unique_ids([a.id for a in data.annotations], "annotation", path)
+    image_list, images = data.images, _index_images(data.images, path)
     persons = [a for a in data.annotations if a.category_id == category_id]
+    n_annotations = len(data.annotations)
+    _check_unique_ids([a.id for a in persons], "annotation", path)  # the others are not read
     boxes, sizes = _person_boxes(persons, images, path)
     clipped, kept, counts = clip_boxes(boxes, sizes)
     area = np.array([a.area for a in persons], dtype=np.float64)  # None -> NaN: the box area is used
-    box_area = clipped[:, 2] * clipped[:, 3]
-    clipped_now = kept & (clipped != boxes).any(axis=1)
     negative = np.flatnonzero(kept & (area < 0))
     if negative.size:
         raise CocoFormatError(f"{path}: annotation {persons[negative[0]].id} has area {area[negative[0]]}, < 0")
+    box_area = clipped[:, 2] * clipped[:, 3]
+    clipped_now = kept & (clipped != boxes).any(axis=1)
     area = np.where(np.isnan(area), box_area, np.where(clipped_now, np.minimum(area, box_area), area))
     index = np.flatnonzero(kept).tolist()
-    annotations = [{"id": persons[i].id, "image_id": persons[i].image_id, "bbox": box, "area": a,
-                    "iscrowd": 1 if persons[i].iscrowd else 0}
-                   for i, box, a in zip(index, clipped[index].tolist(), area[index].tolist())]
-    with_persons = {a["image_id"] for a in annotations}
+    rows = [(persons[i].id, persons[i].image_id, 1 if persons[i].iscrowd else 0) for i in index]
+    del data, persons  # the raw bboxes hold the whole file's bytes: free them before building the output
+    annotations = [{"id": ann_id, "image_id": image_id, "bbox": box, "area": a, "iscrowd": crowd}
+                   for (ann_id, image_id, crowd), box, a in zip(rows, clipped[index].tolist(), area[index].tolist())]
+    with_persons = {row[1] for row in rows}
     kept_images = [{"id": im.id, "file_name": im.file_name, "width": im.width, "height": im.height}
-                   for im in data.images if im.id in with_persons]
+                   for im in image_list if im.id in with_persons]
     counts = {"images_total": len(images), "images_without_persons": len(images) - len(kept_images),
-              "annotations_total": len(data.annotations), **counts,
-              "crowd_regions": sum(a["iscrowd"] for a in annotations)}
+              "annotations_total": n_annotations, **counts, "crowd_regions": sum(row[2] for row in rows)}
     return CocoPersons(path=path, category_id=category_id, images=kept_images, annotations=annotations,
                        counts=counts)
 
@@ -165,27 +167,31 @@ def _check_unique_ids(ids: list[int], kind: str, path: Path) -> None:
     seen: dict[int, int] = {}
     for k, i in enumerate(ids):
         if i in seen:
-            raise CocoFormatError(f"{path}: {kind} id {i} appears twice (entries {seen[i]} and {k} of "
-                                  f"'{kind}s'); ids must be unique")
+            raise CocoFormatError(f"{path}: {kind} id {i} appears twice; ids must be unique")
         seen[i] = k
+
+
+def _refuse_person(ann: CocoAnnotation, image: CocoImage | None, path: Path) -> None:
+    if image is None:
+        raise CocoFormatError(f"{path}: annotation {ann.id} refers to image_id {ann.image_id}, not listed")
+    if image.width <= 0 or image.height <= 0:
+        raise CocoFormatError(f"{path}: image {image.id} ({image.file_name!r}) has size "
+                              f"{image.width}x{image.height}, not positive")
+    raise CocoFormatError(f"{path}: annotation {ann.id} (image {ann.image_id}) has no bbox")
 
 
 def _person_boxes(persons: list[CocoAnnotation], images: dict[int, CocoImage],
                   path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(n, 4) boxes, decoded in one pass and checked, and (n, 2) sizes of their images."""
-    sizes = np.empty((len(persons), 2), dtype=np.float64)
-    for k, ann in enumerate(persons):
-        image = images.get(ann.image_id)
-        if image is None:
-            raise CocoFormatError(f"{path}: annotation {ann.id} refers to image_id {ann.image_id}, not listed")
-        if image.width <= 0 or image.height <= 0:
-            raise CocoFormatError(f"{path}: image {image.id} ({image.file_name!r}) has size "
-                                  f"{image.width}x{image.height}, not positive")
-        if len(ann.bbox) == 0:
-            raise CocoFormatError(f"{path}: annotation {ann.id} (image {ann.image_id}) has no bbox")
-        sizes[k] = image.width, image.height
+    owners = [images.get(a.image_id) for a in persons]
+    for ann, image in zip(persons, owners):
+        if image is None or image.width <= 0 or image.height <= 0 or len(ann.bbox) == 0:
+            _refuse_person(ann, image, path)
+    n = len(persons)
+    sizes = np.stack([np.fromiter((im.width for im in owners), np.float64, count=n),
+                      np.fromiter((im.height for im in owners), np.float64, count=n)], axis=1)
     try:
-        boxes = np.array(_BOXES.decode(b"[" + b",".join(a.bbox for a in persons) + b"]"), dtype=np.float64)
+        decoded = _BOXES.decode(b"[" + b",".join(a.bbox for a in persons) + b"]")
     except (msgspec.ValidationError, msgspec.DecodeError):
         for ann in persons:  # error path: find the first bad box
             try:
@@ -195,12 +201,13 @@ def _person_boxes(persons: list[CocoAnnotation], images: dict[int, CocoImage],
                                       f"{bytes(ann.bbox)[:60].decode(errors='replace')} is not [x, y, w, h] in "
                                       f"finite numbers ({exc})") from None
         raise
-    bad = first_insane(boxes.reshape(-1, 4))
+    boxes = np.fromiter(itertools.chain.from_iterable(decoded), np.float64, count=4 * n).reshape(n, 4)
+    bad = first_insane(boxes)
     if bad is not None:
         ann = persons[bad]
         raise CocoFormatError(f"{path}: annotation {ann.id} (image {ann.image_id}): bbox {boxes[bad].tolist()} "
                               f"has a value that is not finite or beyond {MAX_COORDINATE:g} pixels")
-    return boxes.reshape(-1, 4), sizes
+    return boxes, sizes
 
 
 # ------------------------------------------------------------------------------------------ error messages

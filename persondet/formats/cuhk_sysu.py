@@ -161,13 +161,23 @@ def read_images_mat(path: str | Path) -> list[CuhkImage]:
         name = mat_str(struct_field(entry, "imname", where), f"{where}.imname")
         boxes = struct_field(entry, "box", where)
         items = []
-        if np.asarray(boxes).size:
+        if _plain_boxes(boxes):  # the common case, without a call per box
+            items = [CuhkBox(loc, int(hard.item()) if type(hard) is np.ndarray and hard.size == 1
+                             and hard.dtype.kind in "uif" else mat_int(hard, f"{where} ({name}).box.ishard"))
+                     for loc, hard in zip(boxes["idlocate"].reshape(-1), boxes["ishard"].reshape(-1))]
+        elif np.asarray(boxes).size:
             for j, box in enumerate(struct_items(boxes, f"{where}.box")):
                 bw = f"{where} ({name}).box[{j}]"
                 items.append(CuhkBox(struct_field(box, "idlocate", bw),
                                      mat_int(struct_field(box, "ishard", bw), f"{bw}.ishard")))
         images.append(CuhkImage(name, items))
     return images
+
+
+def _plain_boxes(boxes: Any) -> bool:
+    """A struct array of boxes whose fields are idlocate and ishard, as Images.mat stores them."""
+    return type(boxes) is np.ndarray and boxes.dtype.names is not None and boxes.size > 0 \
+        and "idlocate" in boxes.dtype.names and "ishard" in boxes.dtype.names
 
 
 def read_pool_mat(path: str | Path) -> set[str]:
