@@ -10,6 +10,7 @@ from PIL import Image
 
 import prepare_fixtures as fx
 from persondet.errors import PersondetError
+from persondet.formats import boxes as boxes_fmt
 from persondet.formats import coco as coco_fmt
 from persondet.formats import cuhk_sysu as cuhk
 from persondet.formats.imagesize import ImageHeaderError, image_size
@@ -60,6 +61,29 @@ def test_converter_drops_clips_keeps_flags_and_identities():
     assert all(isinstance(v, float) for a in anns for v in a["bbox"])
 
 
+def test_converter_refuses_non_finite_boxes_naming_file_image_and_box():
+    images = [cuhk.CuhkImage("a.jpg", [_box([1, 2, 3, 4], np.uint8)]),
+              cuhk.CuhkImage("b.jpg", [_box([1, 2, 3, 4], np.uint8), _box([1.0, np.nan, 3.0, 4.0], np.float64)])]
+    with pytest.raises(PersondetError, match=r"^Images.mat: b.jpg box 1: idlocate \[1.0, nan, 3.0, 4.0\]"):
+        cuhk.cuhk_to_coco(images, {"a.jpg": (10, 10), "b.jpg": (10, 10)}, source="Images.mat")
+
+
+def test_box_rules_clip_drop_and_keep_unclipped_values_exactly():
+    boxes = np.array([[0.1, 0.2, 10.3, 20.7],  # inside: unchanged, bit for bit
+                      [-5, 10, 20, 10],  # past the left border: clipped
+                      [90, 50, 30, 30],  # past the right and bottom: clipped
+                      [200, 10, 5, 5],  # outside
+                      [10, 10, 0, 5], [10, 10, 5, -1]])  # empty
+    clipped, kept, counts = boxes_fmt.clip_boxes(boxes, np.array([[100, 60]] * 6))
+    assert kept.tolist() == [True, True, True, False, False, False]
+    assert clipped[:3].tolist() == [[0.1, 0.2, 10.3, 20.7], [0, 10, 15, 10], [90, 50, 10, 10]]
+    assert counts == {"dropped_boxes": 2, "clipped_boxes": 2, "outside_boxes": 1}
+    assert boxes_fmt.first_insane(boxes) is None
+    assert boxes_fmt.first_insane(np.array([[1, 2, 3, 4], [1, np.nan, 3, 4], [np.inf, 0, 1, 1]])) == 1
+    assert boxes_fmt.first_insane(np.array([[1, 2, 3, 4], [0, 0, 1e6 + 1, 1]])) == 1
+    assert boxes_fmt.box_is_sane(0, 0, 1e6, 1e6) and not boxes_fmt.box_is_sane(0, float("nan"), 1, 1)
+
+
 def test_converter_needs_every_size():
     with pytest.raises(PersondetError, match="no image size for x.jpg"):
         cuhk.cuhk_to_coco([cuhk.CuhkImage("x.jpg", [])], {})
@@ -84,6 +108,9 @@ def test_mat_helpers():
     assert cuhk.mat_box(np.zeros((1, 0)), "w") is None
     with pytest.raises(PersondetError, match=r"w: idlocate has 3 values"):
         cuhk.mat_box(np.array([1, 2, 3]), "w")
+    for bad in (np.nan, np.inf, -np.inf, 2e6):
+        with pytest.raises(PersondetError, match=r"^w: idlocate \[1.0, 2.0, .*\] has a value that is not finite"):
+            cuhk.mat_box(np.array([[1.0, 2.0, bad, 4.0]]), "w")
     with pytest.raises(PersondetError, match="expected one string"):
         cuhk.mat_str(np.array(["a", "b"]), "w")
     assert cuhk.identity_number("p10581") == 10581
@@ -326,7 +353,24 @@ def test_image_size_real_jpegs():
             assert image_size(f) == im.size
 
 
+def test_image_size_past_a_large_exif_block_and_every_truncation(tmp_path):
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 30_000  # the frame header lies beyond the first read
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (640, 480)).save(path, exif=exif)
+    assert image_size(path) == (640, 480)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    frame = data.index(b"\xff\xc0")  # the frame header: marker, length, precision, height, width (9 bytes)
+    assert frame > 30_000
+    for k in [*range(0, frame + 9, 97), frame + 8]:  # every prefix short of it: a clean error, never a crash
+        cut.write_bytes(data[:k])
+        with pytest.raises(ImageHeaderError):
+            image_size(cut)
+
+
 @pytest.mark.parametrize("content, match", [
+    (b"", r"empty file \(0 bytes\)"),
     (b"GIF89a....", "not a JPEG or PNG"),
     (b"\xff\xd8\xff\xe0\x00\x10JFIF", "no JPEG frame header"),
     (b"\x89PNG\r\n\x1a\n\x00\x00", "truncated PNG header"),

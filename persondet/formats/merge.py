@@ -80,7 +80,7 @@ def write_dataset(dataset: dict, path: str | Path) -> Path:
     """Write atomically (temporary file in the same folder, then rename); a full disk is one line, no leftover."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    data = msgspec.json.encode(dataset)  # compact, UTF-8; about 10x faster than json.dumps here
+    data = msgspec.json.encode(dataset)  # compact UTF-8; 5-8x faster than json.dumps at full scale
     try:
         with open(tmp, "wb") as f:
             f.write(data)
