@@ -49,11 +49,23 @@ _CHILD = textwrap.dedent("""
         from pycocotools.coco import COCO
         t0, c0 = time.perf_counter(), cpu()
         COCO(args["annotation_file"])
-    elif task == "prepare":
+    elif task in ("prepare", "prepare_profile"):
         from persondet.config import PrepareConfig
         from persondet.prepare import prepare
+        config = PrepareConfig(coco_root=args["coco_root"], cuhk_root=args["cuhk_root"], mix="coco+cuhk")
         t0, c0 = time.perf_counter(), cpu()
-        prepare(PrepareConfig(coco_root=args["coco_root"], cuhk_root=args["cuhk_root"], mix="coco+cuhk"))
+        if task == "prepare":
+            prepare(config)
+        else:  # cumulative time of the named functions (all calls), and of imports, under cProfile
+            import cProfile, pstats
+            profiler = cProfile.Profile()
+            profiler.runcall(prepare, config)
+            stages = dict.fromkeys(args["stages"], 0.0)
+            for (file, _, name), (_, _, _, cumulative, _) in pstats.Stats(profiler).stats.items():
+                key = file.rsplit("/", 1)[-1] + ":" + name
+                if key in stages:
+                    stages[key] += cumulative
+            extra = {"stages": stages}
     else:  # image_headers: every file prepare reads, with persondet's parser and with PIL
         from PIL import Image
         from persondet.formats.imagesize import image_size
@@ -76,6 +88,26 @@ _CHILD = textwrap.dedent("""
                                   "peak_mb": peak_kb / 1024, **extra}))
 """)
 TIME_GOAL, MEMORY_GOAL = 0.25, 0.3
+# Where prepare's time goes: functions profiled by (file name, function name); a stage that a later
+# version renames or moves shows 0.0.
+STAGES = [
+    ("coco.py:load_instances", "COCO json decoded (msgspec typed structs)"),
+    ("coco.py:read_coco_persons", "COCO persons (decoding included): ids, boxes, clipping"),
+    ("prepare.py:read_image_sizes", "image headers (COCO images with persons + CUHK-SYSU)"),
+    ("cuhk_sysu.py:load_mat", "CUHK-SYSU .mat files loaded (scipy.io.loadmat, its import included)"),
+    ("cuhk_sysu.py:read_images_mat", "CUHK-SYSU Images.mat read (loading included)"),
+    ("prepare.py:read_cuhk_identities", "CUHK-SYSU identities (Person.mat, loading included)"),
+    ("cuhk_sysu.py:cuhk_to_coco", "CUHK-SYSU converted"),
+    ("merge.py:merge", "merge (digests included)"),
+    ("merge.py:source_digest", "content digests (msgspec sorted encoding + sha256)"),
+    ("stats.py:relative_sizes", "relative sizes"),
+    ("merge.py:write_dataset", "train.json written"),
+    ("stats.py:plot_relative_sizes", "size histogram (matplotlib, its import included)"),
+    ("stats.py:draw_checks", "annotation check images"),
+    ("tracking.py:start_run", "MLflow run started (mlflow import, experiment, run)"),
+    ("tracking.py:log_artifacts", "artifacts logged"),
+    ("prepare.py:prepare", "whole prepare"),
+]
 
 
 def build_data(work: Path, sizes: dict, seed: int = 0) -> tuple[Path, Path]:
@@ -172,6 +204,8 @@ def main(argv=None) -> None:
                 listing = Path(tmp) / "images.txt"
                 listing.write_text("\n".join(map(str, image_files(coco_root, cuhk_root))))
                 runs["headers"] = [measure("image_headers", {"list": str(listing)}, Path(tmp), env)]
+                runs["profile"] = [measure("prepare_profile", {"coco_root": str(coco_root), "cuhk_root": str(cuhk_root),
+                                                               "stages": [key for key, _ in STAGES]}, Path(tmp), env)]
 
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
     peak = {k: max(r["peak_mb"] for r in v) for k, v in runs.items()}
@@ -193,6 +227,12 @@ def main(argv=None) -> None:
         [["COCO images with persons + CUHK-SYSU images", f"{headers['files']:,}", f"{headers['seconds']:.2f}",
           f"{headers['pil_seconds']:.2f}", f"{headers['pil_seconds'] / headers['seconds']:.1f}x",
           "yes" if headers["same"] else "NO"]])
+    profile = best["profile"]["stages"]
+    whole = profile["prepare.py:prepare"] or 1.0
+    table += "\n\nWhere the time goes (one run under cProfile, which slows Python-heavy parts more than C calls; " \
+             "nested rows are included in the rows above them):\n\n" + _common.markdown_table(
+                 ["stage", "function", "cumulative (s)", "share of prepare"],
+                 [[label, f"`{key}`", f"{profile[key]:.2f}", f"{profile[key] / whole:.0%}"] for key, label in STAGES])
     if args.compare:
         table += "\n\n" + compare_table(args.compare, best, peak, time_ratio, mem_ratio)
     niceness = os.nice(0)
@@ -229,21 +269,28 @@ def compare_table(page: Path, best: dict, peak: dict, time_ratio: float, mem_rat
     """Before (an earlier page of this benchmark, e.g. measured on the previous commit) and now."""
     from persondet.errors import PersondetError
 
-    rows = {}
     text = page.read_text() if page.is_file() else ""
+    header, rows = [], {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "measurement":
+            header = cells
         for key, prefix in (("coco_load", "pycocotools"), ("prepare", "persondet prepare"), ("ratio", "ratio")):
-            if cells and cells[0].startswith(prefix):
-                rows[key] = cells
-    if set(rows) != {"coco_load", "prepare", "ratio"}:
+            if cells[0].startswith(prefix):
+                rows[key] = dict(zip(header, cells))
+    if set(rows) != {"coco_load", "prepare", "ratio"} or "call wall time (s)" not in header:
         raise PersondetError(f"--compare={str(page)!r}: not a result page of this benchmark")
     load = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("**CPU load")), "?")
-    header = ["", "anchor wall (s)", "prepare wall (s)", "prepare peak RSS (MB)", "time ratio", "memory ratio"]
-    return (f"Before and after (the earlier page: {page.name}, load {load}):\n\n" + _common.markdown_table(header, [
-        ["before", rows["coco_load"][1], rows["prepare"][1], rows["prepare"][-1], rows["ratio"][1], rows["ratio"][-1]],
-        ["now", f"{best['coco_load']['seconds']:.1f}", f"{best['prepare']['seconds']:.1f}", f"{peak['prepare']:.0f}",
-         f"{time_ratio:.2f}x", f"{mem_ratio:.2f}x"]]))
+    wall, cpu, rss = "call wall time (s)", "call CPU time (s)", "peak RSS (MB)"
+    table = _common.markdown_table(
+        ["", "anchor wall (s)", "prepare wall (s)", "prepare CPU (s)", "prepare peak RSS (MB)", "time ratio",
+         "CPU-time ratio", "memory ratio"],
+        [["before", rows["coco_load"][wall], rows["prepare"][wall], rows["prepare"].get(cpu, "-"),
+          rows["prepare"][rss], rows["ratio"][wall], rows["ratio"].get(cpu, "-"), rows["ratio"][rss]],
+         ["now", f"{best['coco_load']['seconds']:.1f}", f"{best['prepare']['seconds']:.1f}",
+          f"{best['prepare']['cpu_seconds']:.1f}", f"{peak['prepare']:.0f}", f"{time_ratio:.2f}x",
+          f"{best['prepare']['cpu_seconds'] / best['coco_load']['cpu_seconds']:.2f}x", f"{mem_ratio:.2f}x"]])
+    return f"Before and after (the earlier page: {page.name}; its load {load.rstrip('.')}):\n\n{table}"
 
 
 if __name__ == "__main__":

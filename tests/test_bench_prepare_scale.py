@@ -64,7 +64,7 @@ def test_smoke_run_writes_ratios_headers_and_the_comparison(tmp_path, monkeypatc
     headers = re.search(r"\| COCO images with persons \+ CUHK-SYSU images \| (\d+) \| [\d.]+ \| [\d.]+ \| "
                         r"[\d.]+x \| yes \|", text)
     assert headers and int(headers.group(1)) == bench.SMOKE["coco_person_images"] + bench.SMOKE["cuhk_images"]
-    assert "| before | 20.6 | 15.2 | 760 | 0.74x | 0.26x |" in text and "| now |" in text
+    assert "| before | 20.6 | 15.2 | - | 760 | 0.74x | - | 0.26x |" in text and "| now |" in text
     assert "**Goal** (issue 15" in text
 
 
