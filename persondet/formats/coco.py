@@ -3,9 +3,10 @@
 About 3/4 of a COCO instances file is polygon segmentations, which person detection never uses.  The file
 is decoded by ``msgspec`` into typed structs that declare only the fields read here: every other field
 (``segmentation``, ``license``, ``coco_url``...) is skipped by the parser without building a Python object,
-and ``bbox`` is kept as raw JSON text until it is known to belong to a person.  Measured on the benchmark's
-441 MB train2017-sized file (docs/BENCHMARKS.md): msgspec typed decoding 1.8 s / 0.77 GB peak, against
-``json`` 18.4 s / 2.9 GB and ``orjson`` 9.4 s / 4.2 GB; the raw ``bbox`` brings the peak down further.
+and ``bbox`` is kept as raw JSON text until it is known to belong to a person (the 260,000 person boxes of
+train2017 are then decoded in one call).  Measured for issue 15 on the benchmark's 441 MB train2017-sized
+file: msgspec typed decoding 1.8 s / 0.77 GB peak, against ``json`` 18.4 s / 2.9 GB and ``orjson`` 9.4 s /
+4.2 GB; with the raw ``bbox`` the decoding peaks at 0.66 GB (the whole of ``prepare``: docs/BENCHMARKS.md).
 
 Boxes follow ``formats.boxes``: non-finite (``NaN``/``Infinity`` tokens, ``1e999``) or absurd values are
 refused, empty boxes dropped, boxes clipped to the image; each change is counted.
@@ -213,6 +214,7 @@ def _person_boxes(persons: list[CocoAnnotation], images: dict[int, CocoImage],
 # ------------------------------------------------------------------------------------------ error messages
 _PATH = re.compile(r"\$\.(images|annotations|categories)\[(\d+)\]")
 _NON_FINITE = (b"NaN", b"Infinity")
+_NON_FINITE_TOKEN = re.compile(rb"-?(?:NaN|Infinity)")
 
 
 def _validation_message(message: str, data: bytes) -> str:
@@ -269,14 +271,16 @@ def _entry_around(data: bytes, pos: int, limit: int = 1 << 24) -> str | None:
         start = _enclosing_open(data, end, limit)
         if start is None:
             return None
-        stop = _matching_close(data, start, limit)
-        if stop is None:
-            return None
-        text = re.sub(rb"-?(?:NaN|Infinity)", b"null", data[start:stop + 1])
+        # non-finite tokens become numbers of the same length, so msgspec's byte offsets stay true
+        window = _NON_FINITE_TOKEN.sub(lambda m: b"0." + b"0" * (len(m.group()) - 2), data[start:start + limit])
         try:
-            obj = msgspec.json.decode(text)
-        except msgspec.MsgspecError:
-            return None
+            obj = msgspec.json.decode(window)
+        except msgspec.DecodeError as exc:  # the object ends just before the "trailing characters"
+            stop = re.search(r"trailing characters \(byte (\d+)\)", str(exc))
+            try:
+                obj = msgspec.json.decode(window[:int(stop.group(1)) - 1]) if stop else None
+            except msgspec.DecodeError:
+                return None
         if isinstance(obj, dict) and "id" in obj:
             kind = "annotation" if "image_id" in obj else "image" if "file_name" in obj else "entry"
             return f"{kind} {obj['id']}"
@@ -285,6 +289,7 @@ def _entry_around(data: bytes, pos: int, limit: int = 1 << 24) -> str | None:
 
 
 def _enclosing_open(data: bytes, pos: int, limit: int) -> int | None:
+    """Offset of the ``{`` that opens the object around ``pos`` (braces counted; COCO strings hold none)."""
     depth, i = 0, pos
     while i > max(0, pos - limit):
         opening, closing = data.rfind(b"{", 0, i), data.rfind(b"}", 0, i)
@@ -296,19 +301,4 @@ def _enclosing_open(data: bytes, pos: int, limit: int) -> int | None:
             return opening
         else:
             depth, i = depth - 1, opening
-    return None
-
-
-def _matching_close(data: bytes, start: int, limit: int) -> int | None:
-    depth, i = 0, start
-    while i < start + limit:
-        opening, closing = data.find(b"{", i + 1), data.find(b"}", i + 1)
-        if closing < 0:
-            return None
-        if 0 <= opening < closing:
-            depth, i = depth + 1, opening
-        elif depth == 0:
-            return closing
-        else:
-            depth, i = depth - 1, closing
     return None
