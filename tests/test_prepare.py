@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,13 +154,75 @@ def _break(case: str, coco: Path, cuhk: Path) -> tuple[list[str], str]:
                    r"000000000001.jpg, 000000000002.jpg"
     if case == "unreadable_image":
         (cuhk / "Image" / "SSM" / "s2.jpg").write_bytes(b"\x00" * 100)
-        return [], r"s2.jpg: unreadable image: not a JPEG or PNG"
+        return [], r"1 of 3 images listed in .*Images.mat are empty or unreadable under .*SSM: " \
+                   r"s2.jpg \(not a JPEG or PNG file"
+    if case in BAD_COCO:
+        change, expected = BAD_COCO[case]
+        data = fx.coco_json()
+        change(data)
+        coco_json.write_text(json.dumps(data).replace(str(OUT_OF_RANGE), "1e999"))
+        return [], r"instances_train2017.json: " + expected
+    if case == "empty_coco_image":  # COCO images are checked too, all of them at once
+        for name in ("000000000001.jpg", "000000000002.jpg"):
+            (coco / "train2017" / name).write_bytes(b"")
+        return [], r"2 of 2 images listed in .*instances_train2017.json are empty or unreadable under " \
+                   r".*train2017: 000000000001.jpg \(empty file \(0 bytes\)\), 000000000002.jpg \(empty file"
+    if case == "truncated_coco_image":
+        path = coco / "train2017" / "000000000002.jpg"
+        path.write_bytes(path.read_bytes()[:120])
+        return [], r"1 of 2 images .* under .*train2017: 000000000002.jpg \(no JPEG frame header \(truncated"
+    if case == "empty_cuhk_image":
+        (cuhk / "Image" / "SSM" / "s1.jpg").write_bytes(b"")
+        return [], r"1 of 3 images listed in .*Images.mat are empty .*: s1.jpg \(empty file \(0 bytes\)\)$"
+    if case in ("nan_idlocate", "inf_idlocate"):  # float64 idlocate, as MATLAB writes doubles
+        value = np.nan if case == "nan_idlocate" else np.inf
+        scenes = [(n, [(loc, hard, dt) for loc, hard, dt in boxes]) for n, _, boxes in fx.CUHK_SCENES]
+        scenes[1][1][0] = ([280.0, 10.0, value, 90.0], 0, np.float64)
+        fx.write_images_mat(ann / "Images.mat", scenes)
+        return [], r"Images.mat: s2.jpg box 0: idlocate \[280.0, 10.0, (nan|inf), 90.0\] has a value that is " \
+                   r"not finite or beyond 1e\+06 pixels"
+    if case == "nan_person_idlocate":
+        import scipy.io
+
+        person = scipy.io.loadmat(ann / "Person.mat")
+        person["Person"][0, 0]["scene"][0, 1]["idlocate"] = np.array([[250.0, np.nan, 10.0, 60.0]])
+        scipy.io.savemat(ann / "Person.mat", {"Person": person["Person"]})
+        return [], r"Person.mat: p00007 in s3.jpg: idlocate \[250.0, nan, 10.0, 60.0\] has a value that is not finite"
     raise AssertionError(case)
 
 
+OUT_OF_RANGE = 12345.678
+
+
+def _set(section: str, index: int, **values):
+    return lambda data: data[section][index].update(values)
+
+
+# COCO files written by Python's json as real tools write them (NaN and Infinity are its tokens for non-finite
+# floats). Annotation 12 is the person on image 2 (80x60).
+BAD_COCO = {
+    "duplicate_image_id": (_set("images", 2, id=2), r"image id 2 appears twice; ids must be unique"),
+    "duplicate_annotation_id": (_set("annotations", 2, id=10), r"annotation id 10 appears twice; ids must be unique"),
+    "nan_box": (_set("annotations", 2, bbox=[0, 0, float("nan"), 30]),
+                r"malformed JSON at byte \d+: NaN is not a JSON number \(non-finite values are refused\), "
+                r"in annotation 12$"),
+    "infinite_box": (_set("annotations", 2, bbox=[0, 0, 40, float("inf")]),
+                     r"malformed JSON at byte \d+: Infinity is not a JSON number .*, in annotation 12$"),
+    "out_of_range_box": (_set("annotations", 2, bbox=[0, 0, 40, OUT_OF_RANGE]),  # written as 1e999
+                         r"annotation 12 \(image 2\): bbox \[0, 0, 40, 1e999\] is not \[x, y, w, h\] in finite"),
+    "absurd_box": (_set("annotations", 2, bbox=[1e308, 0, 40, 30]),
+                   r"annotation 12 \(image 2\): bbox \[1e\+308, 0.0, 40.0, 30.0\] has a value that is not "
+                   r"finite or beyond 1e\+06 pixels"),
+    "parent_file_name": (_set("images", 1, file_name="../../../etc/hostname"),
+                         r"image 2: file_name '../../../etc/hostname' leaves the dataset root"),
+    "absolute_file_name": (_set("images", 0, file_name="/etc/hostname"),
+                           r"image 1: file_name '/etc/hostname' is an absolute path"),
+}
+
 BAD_CASES = ["missing_root", "missing_coco_json", "missing_images_mat", "truncated_mat", "not_a_mat",
              "mat_without_key", "mat_without_field", "malformed_json", "no_person", "missing_images",
-             "unreadable_image"]
+             "unreadable_image", *BAD_COCO, "empty_coco_image", "truncated_coco_image", "empty_cuhk_image",
+             "nan_idlocate", "inf_idlocate", "nan_person_idlocate"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -174,11 +237,59 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, tracking_env, capsy
     assert run_cli(_entry_point(), argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("persondet: error: ")
-    import re
-
     assert re.search(expected, err), err
     assert list(out_parent.iterdir()) == []  # no output folder, no temporary leftovers
     assert not (tmp_path / "mlflow.db").exists()  # checked before any run was started
+
+
+def test_coco_boxes_past_the_image_are_clipped_and_counted(tmp_path, tracking):
+    coco = fx.make_coco_tree(tmp_path / "coco")
+    path = coco / "annotations" / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    data["annotations"][2]["bbox"] = [60, 50, 1000, 1000]  # image 2 is 80x60: clipped to [60, 50, 20, 10]
+    data["annotations"].append({"id": 14, "image_id": 2, "category_id": 7, "bbox": [200, 10, 5, 5]})  # outside
+    path.write_text(json.dumps(data))
+    result = prepare(PrepareConfig(coco_root=str(coco), mix="coco", output_dir=str(tmp_path / "out")))
+    train = json.loads((result.output_dir / "train.json").read_text())
+    assert [a["bbox"] for a in train["annotations"]] == [[1.5, 2.0, 10.0, 20.0], [20, 5, 30, 30], [60, 50, 20, 10]]
+    assert train["annotations"][2]["area"] == 200.0  # the given 1000 capped at the clipped box
+    assert result.counts["coco"]["clipped_boxes"] == 1 and result.counts["coco"]["outside_boxes"] == 1
+    assert result.stats["coco"]["avg_rel_size"] == pytest.approx((200 / 3072 + 200 / 4800) / 2)
+    metrics = tracking.get_run(result.run_id).data.metrics
+    assert metrics["coco/clipped_boxes"] == 1 and metrics["coco/outside_boxes"] == 1
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs filled to the last byte (needs root; skipped elsewhere)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({done.stderr.strip() or 'mount failed'}); needs root")
+    try:
+        for chunk in (4096, 1):
+            with open(mount / f"filler-{chunk}", "wb", buffering=0) as f:
+                with pytest.raises(OSError):
+                    while True:
+                        f.write(b"x" * chunk)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_while_writing_is_one_line_and_leaves_nothing(tmp_path, tracking_env, capsys, full_disk):
+    coco = fx.make_coco_tree(tmp_path / "coco")
+    argv = ["--coco-root", str(coco), "--mix", "coco", "--output-dir", str(full_disk / "prepared")]
+    assert run_cli(_entry_point(), argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert re.fullmatch(rf"persondet: error: {re.escape(str(full_disk))}/\.persondet-prepare-\w+/prepared/"
+                        r"train.json: cannot write \(No space left on device\)", err), err
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler-1", "filler-4096"]  # no temporary leftovers
+    assert not (tmp_path / "mlflow.db").exists()  # no run was started
 
 
 # ------------------------------------------------------------------------------- mlflow run on demo data
