@@ -14,10 +14,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from persondet.datasets import CUHK_SPLITS, mix_problem
 from persondet.errors import PersondetError
-
-MIXES = ("coco", "cuhk", "coco+cuhk")
-CUHK_SPLITS = ("all", "train", "test")
+from persondet.model_names import MODEL_CHOICES, REGISTERED_MODEL
+from persondet.server import redact
 
 
 class ConfigError(PersondetError, ValueError):
@@ -124,14 +124,12 @@ class PrepareConfig(ConfigBase):
     demo_seed: int = 0
 
     def validate(self) -> None:
-        require(self.mix in MIXES, f"mix={self.mix!r} must be one of {', '.join(MIXES)}")
+        require(not mix_problem(self.mix), f"mix={self.mix!r}: {mix_problem(self.mix)}")
         require(self.cuhk_split in CUHK_SPLITS,
                 f"cuhk_split={self.cuhk_split!r} must be one of {', '.join(CUHK_SPLITS)}")
         require(self.check_images >= 0, f"check_images={self.check_images} must be >= 0")
 
 
-TRAIN_MODELS = ("auto", "small", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
-                "fasterrcnn_mobilenet_v3_large_fpn")
 AMP_MODES = ("none", "bf16", "fp16")
 DECODERS = ("pil", "torchvision", "torchvision-cuda")
 
@@ -189,7 +187,7 @@ class TrainConfig(ConfigBase):
 
     def validate(self) -> None:
         require(bool(self.data.strip()), "data is required: a prepare run id or a COCO json path")
-        require(self.model in TRAIN_MODELS, f"model={self.model!r} must be one of {', '.join(TRAIN_MODELS)}")
+        require(self.model in MODEL_CHOICES, f"model={self.model!r} must be one of {', '.join(MODEL_CHOICES)}")
         require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
         require(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
         require(self.lr is None or (self.lr > 0 and self.lr == self.lr and self.lr != float("inf")),
@@ -256,7 +254,7 @@ class EvaluateConfig(ConfigBase):
 @dataclass(frozen=True)
 class PromoteConfig(ConfigBase):
     metric: str = "AP50"
-    model_name: str = "persondet"
+    model_name: str = REGISTERED_MODEL
     test_name: str = ""  # empty: the test set most merged-data versions were evaluated on
     test_digest: str = ""  # empty: that test set's latest digest
     alias: str = "champion"
@@ -294,7 +292,7 @@ class MainConfig(ConfigBase):
 
     def validate(self) -> None:
         for mix in self.mix_list():
-            require(mix in MIXES, f"mixes={self.mixes!r}: {mix!r} must be one of {', '.join(MIXES)}")
+            require(not mix_problem(mix), f"mixes={self.mixes!r}: {mix_problem(mix)}")
         _parse_batch_sizes(self.batch_sizes)
 
     def mix_list(self) -> list[str]:
@@ -354,8 +352,6 @@ class TuneConfig(ConfigBase):
         return _parse_batch_sizes(self.batch_sizes)
 
     def to_params(self) -> dict[str, str]:
-        import re
-
         params = super().to_params()
-        params["storage"] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", params["storage"])  # no password
+        params["storage"] = redact(params["storage"])  # no password
         return params

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from persondet.datasets import PersonCategoryError, person_category_id as person_category
 from persondet.errors import PersondetError
 
 _BLOCK = 1 << 22
@@ -83,15 +84,15 @@ def read_coco_persons(path: str | Path, category_name: str = "person") -> CocoPe
 
 
 def person_category_id(categories: Any, path: Path, category_name: str = "person") -> int:
+    """The person category's id by the one rule (``persondet.datasets.person_category_id``)."""
     if not isinstance(categories, list):
         raise CocoFormatError(f"{path}: 'categories' is not a list")
-    matches = [c.get("id") for c in categories if isinstance(c, dict) and c.get("name") == category_name]
-    if len(matches) != 1:
+    try:
+        return person_category(categories, category_name, str(path))
+    except PersonCategoryError as exc:  # named as COCO users know them: by name, not by id
         names = sorted(str(c.get("name")) for c in categories if isinstance(c, dict))[:10]
-        what = "no" if not matches else "more than one"
-        raise CocoFormatError(f"{path}: {what} category named {category_name!r} "
-                              f"(categories: {', '.join(names) or 'none'})")
-    return matches[0]
+        raise CocoFormatError(f"{path}: {exc.problem} {exc.wanted} "
+                              f"(categories: {', '.join(names) or 'none'})") from None
 
 
 def load_instances(path: Path) -> dict:

@@ -15,12 +15,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from persondet.datasets import CUHK_SPLITS
 from persondet.errors import PersondetError
 from persondet.formats.merge import PERSON_CATEGORY
 
 IMAGE_DIR = "Image/SSM"
 ANNOTATION_DIR = "annotation"
-SPLITS = ("all", "train", "test")
 
 
 class MatFormatError(PersondetError):
@@ -223,8 +223,8 @@ def identity_index(groups: Iterable[tuple[str, Sequence[Appearance]]]) -> dict[t
 # ------------------------------------------------------------------------------------------------- converter
 def select_split(images: Sequence[CuhkImage], pool: set[str] | None, split: str) -> list[CuhkImage]:
     """``all``; ``test`` = the images named in pool.mat; ``train`` = all the others."""
-    if split not in SPLITS:
-        raise MatFormatError(f"cuhk_split={split!r} must be one of {', '.join(SPLITS)}")
+    if split not in CUHK_SPLITS:
+        raise MatFormatError(f"cuhk_split={split!r} must be one of {', '.join(CUHK_SPLITS)}")
     if split == "all":
         return list(images)
     if pool is None:
