@@ -1,6 +1,6 @@
 """Built-in demo data: COCO 2017, CUHK-SYSU and an "in-house" COCO test set, generated from a seed.
 
-The files follow the real on-disk formats (docs/DATASETS.md): COCO JSON with the 80 categories, polygon
+The files follow the real on-disk formats (docs/DATA.md): COCO JSON with the 80 categories, polygon
 segmentations and RLE crowd regions; CUHK-SYSU ``.mat`` files that scipy reads back the way it reads the
 real ones (strings as 1-element arrays, ``idlocate`` uint8 or uint16 per entry, empty ``idlocate`` in
 galleries, some zero-size boxes and boxes running past the image border); an in-house set whose person
