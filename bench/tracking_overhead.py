@@ -105,7 +105,7 @@ def main(argv=None) -> None:
         # Per round, the ratio against that round's anchor block; the median over rounds is reported.
         ratios[mode] = statistics.median(on / off for on, off in zip(per_iter[mode], per_iter["off"]))
     labels = {"off": "logging off (anchor)",
-              "persondet": "persondet `train` logging (training_run + MetricLogger: async batches)",
+              "persondet": "persondet `train` logging (open_run + MetricLogger: async batches)",
               "sync-per-step": "one synchronous `mlflow.log_metrics` per step (for comparison)"}
     for mode in MODES:
         overhead = ratios[mode] - 1.0
