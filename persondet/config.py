@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from persondet.configbase import ConfigBase, ConfigError, require, setting
+from persondet.datasets import CUHK_SPLITS, mix_problem
+from persondet.model_names import MODEL_CHOICES, REGISTERED_MODEL
+from persondet.server import redact
 
 __all__ = ["ConfigBase", "ConfigError", "require", "setting", "PrepareConfig", "TrainConfig", "EvaluateConfig",
            "PromoteConfig", "ReportConfig", "MainConfig", "TuneConfig", "ENTRY_POINT_CONFIGS",
            "parse_source_weights"]
 
-MIXES = ("coco", "cuhk", "coco+cuhk")
-CUHK_SPLITS = ("all", "train", "test")
+DEFAULT_MIXES = ("coco", "cuhk", "coco+cuhk")  # the seed study's three mixes
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class PrepareConfig(ConfigBase):
                              "<coco_split>/*.jpg); empty: the built-in demo data")
     cuhk_root: str = setting("", "CUHK-SYSU root (annotation/Images.mat, Person.mat, pool.mat and "
                              "Image/SSM/); empty: the built-in demo data")
-    mix: Literal[MIXES] = setting("coco+cuhk", "the sources merged into the prepared set")
+    mix: str = setting("coco+cuhk", "the sources merged into the prepared set: one source or several joined by "
+                       "+, e.g. coco, cuhk, coco+cuhk (any + combination of the registered sources)")
     cuhk_split: Literal[CUHK_SPLITS] = setting("all", "the CUHK-SYSU images used: its train or test split "
                                                "(the test split is pool.mat's test pool), or all (pool included)")
     coco_split: str = setting("train2017", "the COCO split read (train2017, val2017)")
@@ -43,11 +46,10 @@ class PrepareConfig(ConfigBase):
     demo_seed: int = setting(0, "seed of the built-in demo data (used where a root is empty)")
 
     def validate(self) -> None:
+        require(not mix_problem(self.mix), f"mix={self.mix!r}: {mix_problem(self.mix)}")
         require(self.check_images >= 0, f"check_images={self.check_images} must be >= 0")
 
 
-TRAIN_MODELS = ("auto", "small", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
-                "fasterrcnn_mobilenet_v3_large_fpn")
 AMP_MODES = ("none", "bf16", "fp16")
 DECODERS = ("pil", "torchvision", "torchvision-cuda")
 DEVICES = ("auto", "cpu", "cuda")
@@ -81,7 +83,7 @@ class TrainConfig(ConfigBase):
 
     data: str = setting("", "a prepare run id (its artifact prepared/train.json is downloaded) or a COCO "
                         "json path", required=True)
-    model: Literal[TRAIN_MODELS] = setting("auto", f"the detector; {_AUTO_MODEL}; logged as typed, the "
+    model: Literal[MODEL_CHOICES] = setting("auto", f"the detector; {_AUTO_MODEL}; logged as typed, the "
                                            "model built as model_resolved")
     weights_backbone: str = setting("none", "initial backbone weights: none, imagenet (torchvision's ImageNet "
                                     "weights; needs a network or the file in torch's hub cache) or a local "
@@ -206,7 +208,7 @@ class PromoteConfig(ConfigBase):
 
     metric: str = setting("AP50", "the metric compared, read from training runs as <test_name>/<metric>; "
                           "higher is better, a tie keeps the older version")
-    model_name: str = setting("persondet", "the registered model")
+    model_name: str = setting(REGISTERED_MODEL, "the registered model")
     test_name: str = setting("", "the test set compared on; empty: the one most merged-data versions were "
                              "evaluated on")
     test_digest: str = setting("", "that test set's digest; empty: its latest")
@@ -249,14 +251,17 @@ class MainConfig(ConfigBase):
     batch_sizes: tuple[int, ...] = setting((8, 16), "global batch sizes; each mix is trained at each")
     epochs: int | None = setting(None, "training epochs; auto = the demo setting (pipeline.DEMO_TRAIN) on the "
                                  "demo data, else train's default")
-    model: Literal[TRAIN_MODELS] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
-    mixes: tuple[Literal[MIXES], ...] = setting(MIXES, "the dataset mixes prepared and trained")
+    model: Literal[MODEL_CHOICES] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
+    mixes: tuple[str, ...] = setting(DEFAULT_MIXES, "the dataset mixes prepared and trained (each like prepare's "
+                                    "mix)")
     experiment: str = setting("persondet", "the MLflow experiment of the study's runs")
     max_iters_per_epoch: int | None = setting(None, "cap on iterations per training epoch; auto = the demo "
                                               "setting (pipeline.DEMO_TRAIN) on the demo data, else no cap")
 
     def validate(self) -> None:
         require(bool(self.mixes), "mixes must name at least one mix")
+        for mix in self.mixes:
+            require(not mix_problem(mix), f"mixes={self.text('mixes')!r}: {mix!r}: {mix_problem(mix)}")
         require(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes),
                 f"batch_sizes={self.text('batch_sizes')!r} must be comma-separated integers >= 1")
         require(self.epochs is None or self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
@@ -286,7 +291,7 @@ class TuneConfig(ConfigBase):
     val_annotations: str = setting("", "the set whose per-epoch AP50 is the objective; empty: the demo COCO "
                                    "val set")
     val_images: str = setting("", "the image folder of val_annotations")
-    model: Literal[TRAIN_MODELS] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
+    model: Literal[MODEL_CHOICES] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
     epochs: int = setting(3, "epochs per trial")
     max_iters_per_epoch: int | None = setting(None, "end each epoch after this many iterations; none = the "
                                               "whole epoch", none="none")
@@ -332,10 +337,8 @@ class TuneConfig(ConfigBase):
         return list(self.batch_sizes)
 
     def to_params(self) -> dict[str, str]:
-        import re
-
         params = super().to_params()
-        params["storage"] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", params["storage"])  # no password
+        params["storage"] = redact(params["storage"])  # no password
         return params
 
 

@@ -1,4 +1,7 @@
-"""The ``prepare`` step: COCO (person category) and CUHK-SYSU in their on-disk layouts -> one prepared set.
+"""The ``prepare`` step: the sources of a mix in their on-disk layouts -> one prepared set.
+
+The sources are those of the registry (``persondet.datasets.SOURCES``); the COCO and CUHK-SYSU readers
+are here (``read_coco_source``, ``read_cuhk_source``).
 
 Everything is read and checked before anything is written; outputs are built in a temporary folder,
 logged to the run under ``prepared/`` and, with ``output_dir``, renamed into place.
@@ -16,14 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from persondet import tracking
 from persondet.config import PrepareConfig
+from persondet.datasets import SOURCES, mix_name, mix_sources
 from persondet.errors import PersondetError
 from persondet.formats import cuhk_sysu
 from persondet.formats.coco import read_coco_persons
 from persondet.formats.imagesize import ImageHeaderError, image_size
 from persondet.formats.merge import SourceSet, merge, write_dataset
 from persondet.stats import dataset_stats, draw_checks, plot_relative_sizes, relative_sizes, write_stats
+from persondet.tracking import open_run
 
 ARTIFACT_DIR = "prepared"
 TRAIN_JSON = "train.json"
@@ -46,15 +50,15 @@ class PrepareResult:
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
-    roots = resolve_roots(config)
+    """Read the sources of ``config.mix``, merge them into one prepared set, describe it and log it all to
+    a prepare run (and, with ``output_dir``, place the files there)."""
+    mix = mix_name(config.mix)
     sources, counts = [], {}
     with _cyclic_gc_paused():
-        for name, root in roots.items():
-            reader = read_coco_source if name == "coco" else read_cuhk_source
-            source, source_counts = reader(root, config)
+        for name, root in resolve_roots(config).items():
+            source, counts[name] = SOURCES[name].read(root, config)
             sources.append(source)
-            counts[name] = source_counts
-        dataset = merge(sources, config.mix, config.cuhk_split)
+        dataset = merge(sources, mix, config.cuhk_split)
         sizes = relative_sizes(dataset)
         stats = dataset_stats(dataset, sizes)
     meta = dataset["persondet"]
@@ -66,60 +70,56 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         stage = Path(tmp) / "prepared"
         stage.mkdir()
         artifacts = _write_outputs(dataset, stats, sizes, counts, stage, config.check_images)
-        with tracking.start_run("prepare", tags={"dataset_mix": config.mix}) as run:
-            run_id = run.info.run_id if run is not None else None
-            tracking.log_params(config.to_params())
-            tracking.set_tags({"persondet.data_digest": meta["digest"], "dataset_mix": config.mix,
-                               **{f"persondet.root.{k}": v for k, v in meta["roots"].items()}})
-            tracking.log_metrics(_metrics(stats, counts))
+        with open_run("prepare", tags={"dataset_mix": mix}) as run:
+            run.log_params(config.to_params())
+            run.set_tags({"persondet.data_digest": meta["digest"], "dataset_mix": mix,
+                          **{f"persondet.root.{k}": v for k, v in meta["roots"].items()}})
+            run.log_metrics(_metrics(stats, counts))
             for name, digest in meta["source_digests"].items():
-                tracking.log_dataset_input(name, digest, meta["roots"][name])
-            tracking.log_dataset_input(f"prepared:{config.mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}")
-            tracking.log_artifacts(str(stage), artifact_path=ARTIFACT_DIR)
+                run.log_dataset_input(name, digest, meta["roots"][name], context="prepare")
+            run.log_dataset_input(f"prepared:{mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}",
+                                  context="prepare")
+            run.log_artifacts(str(stage), artifact_path=ARTIFACT_DIR)
         output_dir = _move_into_place(stage, Path(config.output_dir)) if config.output_dir else None
-    return PrepareResult(run_id=run_id, digest=meta["digest"], stats=stats, counts=counts,
+    return PrepareResult(run_id=run.run_id, digest=meta["digest"], stats=stats, counts=counts,
                          artifacts={k: f"{ARTIFACT_DIR}/{v}" for k, v in artifacts.items()},
                          output_dir=output_dir)
 
 
 def resolve_roots(config: PrepareConfig) -> dict[str, Path]:
-    """The roots of the sources in the mix, in mix order; empty ones come from the built-in demo data."""
-    wanted = config.mix.split("+")
-    given = {"coco": config.coco_root, "cuhk": config.cuhk_root}
-    if any(not given[name].strip() for name in wanted):
-        from persondet.synth import ensure_demo_data
-
-        demo = ensure_demo_data(config.demo_seed)
-        defaults = {"coco": str(demo.coco_root), "cuhk": str(demo.cuhk_root)}
-        given = {k: v if v.strip() else defaults[k] for k, v in given.items()}
+    """The root of each source of the mix, in canonical order; an empty root setting means its demo copy."""
     roots = {}
-    for name in wanted:
-        root = Path(given[name]).expanduser().resolve()
+    for name in mix_sources(config.mix):
+        source = SOURCES[name]
+        given = getattr(config, source.root_param)
+        root = Path(given).expanduser().resolve() if given.strip() else source.demo_root(config.demo_seed)
         if not root.is_dir():
-            raise PersondetError(f"{name}_root={given[name]!r}: folder not found")
+            raise PersondetError(f"{source.root_param}={given!r}: folder not found")
         roots[name] = root
     return roots
 
 
 # ------------------------------------------------------------------------------------------------ sources
-def read_coco_source(root: Path, config: PrepareConfig) -> tuple[SourceSet, dict]:
-    annotation = root / "annotations" / f"instances_{config.coco_split}.json"
+def read_coco_source(root: Path, coco_split: str = "train2017") -> tuple[SourceSet, dict]:
+    """COCO 2017 in its layout: the person annotations of ``annotations/instances_<split>.json``."""
+    annotation = root / "annotations" / f"instances_{coco_split}.json"
     persons = read_coco_persons(annotation)
-    image_dir = root / config.coco_split
+    image_dir = root / coco_split
     names = [im["file_name"] for im in persons.images]
     check_files_exist(image_dir, names, annotation)
     read_image_sizes(image_dir, names, annotation)  # finds empty and unreadable files now, not in training
-    images = [{**im, "file_name": f"{config.coco_split}/{im['file_name']}",
+    images = [{**im, "file_name": f"{coco_split}/{im['file_name']}",
                "original_file_name": im["file_name"]} for im in persons.images]
     return SourceSet("coco", root, images, persons.annotations), dict(persons.counts)
 
 
-def read_cuhk_source(root: Path, config: PrepareConfig) -> tuple[SourceSet, dict]:
+def read_cuhk_source(root: Path, cuhk_split: str = "all") -> tuple[SourceSet, dict]:
+    """CUHK-SYSU in its layout: ``annotation/Images.mat`` boxes of the split, converted to COCO records."""
     folder = root / cuhk_sysu.ANNOTATION_DIR
     images = cuhk_sysu.read_images_mat(folder / "Images.mat")
-    pool = cuhk_sysu.read_pool_mat(folder / "pool.mat") if config.cuhk_split != "all" else None
+    pool = cuhk_sysu.read_pool_mat(folder / "pool.mat") if cuhk_split != "all" else None
     identities = read_cuhk_identities(folder)
-    selected = cuhk_sysu.select_split(images, pool, config.cuhk_split)
+    selected = cuhk_sysu.select_split(images, pool, cuhk_split)
     image_dir = root / cuhk_sysu.IMAGE_DIR
     names = [im.name for im in selected]
     check_files_exist(image_dir, names, folder / "Images.mat")

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from persondet.formats.merge import resolve_image_path
+from persondet.datasets import image_path, recorded_roots
 
 
 def relative_sizes(dataset: dict) -> dict[str, list[float]]:
@@ -98,10 +98,10 @@ def draw_checks(dataset: dict, out_dir: Path, per_source: int = 4) -> list[Path]
     by_image: dict[int, list[dict]] = {}
     for ann in dataset["annotations"]:
         by_image.setdefault(ann["image_id"], []).append(ann)
-    written = []
+    written, roots = [], recorded_roots(dataset)
     for source, chosen in _pick(dataset["images"], per_source).items():
         for k, image in enumerate(chosen):
-            with Image.open(resolve_image_path(dataset, image)) as im:
+            with Image.open(image_path(image, roots)) as im:
                 canvas = im.convert("RGB")
             draw = ImageDraw.Draw(canvas)
             width = max(2, round(max(canvas.size) / 300))

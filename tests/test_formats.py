@@ -14,8 +14,9 @@ from persondet.formats import boxes as boxes_fmt
 from persondet.formats import coco as coco_fmt
 from persondet.formats import cuhk_sysu as cuhk
 from persondet.formats.imagesize import ImageHeaderError, image_size
+from persondet.datasets import image_path, recorded_roots
 from persondet.formats.paths import safe_relative_path
-from persondet.formats.merge import SourceSet, merge, resolve_image_path, write_dataset
+from persondet.formats.merge import SourceSet, merge, write_dataset
 from persondet.stats import dataset_stats, stats_markdown
 
 COCO_TINY = fx.SHARED_DATA / "coco-tiny"
@@ -409,8 +410,8 @@ def test_merge_ids_names_roots_and_pycocotools(tmp_path):
     assert merged["categories"] == [{"id": 1, "name": "person", "supercategory": "person"}]
     meta = merged["persondet"]
     assert meta["mix"] == "coco+cuhk" and set(meta["source_digests"]) == {"coco", "cuhk"}
-    assert resolve_image_path(merged, merged["images"][0]) == (tmp_path / "c" / "train2017" / "a.jpg").resolve()
-    assert resolve_image_path(merged, merged["images"][1]) == (tmp_path / "k" / "Image/SSM/a.jpg").resolve()
+    assert image_path(merged["images"][0], recorded_roots(merged)) == (tmp_path / "c" / "train2017" / "a.jpg").resolve()
+    assert image_path(merged["images"][1], recorded_roots(merged)) == (tmp_path / "k" / "Image/SSM/a.jpg").resolve()
     path = write_dataset(merged, tmp_path / "train.json")
     api = COCO(str(path))
     assert len(api.getAnnIds(catIds=[1])) == 3 and len(api.getImgIds()) == 2

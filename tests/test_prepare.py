@@ -16,7 +16,7 @@ import pytest
 import prepare_fixtures as fx
 from persondet.cli import run_cli
 from persondet.config import PrepareConfig
-from persondet.formats.merge import resolve_image_path
+from persondet.datasets import image_path, recorded_roots
 from persondet.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_coco_tiny_end_to_end(tmp_path, tracking):
     api = COCO(str(train))
     assert len(api.getAnnIds()) == 143 and len(api.getImgIds()) == 40
     dataset = json.loads(train.read_text())
-    assert all(resolve_image_path(dataset, im).is_file() for im in dataset["images"])
+    assert all(image_path(im, recorded_roots(dataset)).is_file() for im in dataset["images"])
     assert dataset["persondet"]["roots"] == {"coco": str(COCO_TINY.resolve())}
     assert json.loads((result.output_dir / "stats.json").read_text()) == result.stats
     assert sorted(p.name for p in (result.output_dir / "checks").iterdir()) == [f"coco_{k}.jpg" for k in range(4)]

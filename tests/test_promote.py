@@ -11,7 +11,7 @@ import pytest
 
 from persondet.config import PromoteConfig
 from persondet.errors import PersondetError
-from persondet.registry import promote
+from persondet.promotion import promote
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,6 +23,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from persondet.datasets import PersonCategoryError, person_category_id as person_category
+
 from persondet.errors import PersondetError
 from persondet.formats.boxes import MAX_COORDINATE, clip_boxes, first_insane
 from persondet.formats.paths import safe_relative_path
@@ -119,18 +121,18 @@ def read_coco_persons(path: str | Path, category_name: str = "person") -> CocoPe
 
 
 def person_category_id(categories: Any, path: Path, category_name: str = "person") -> int:
-    """The id of the one category named ``category_name`` (structs or dicts with ``id`` and ``name``)."""
+    """The person category's id by the one rule (``persondet.datasets.person_category_id``); ``categories``
+    are msgspec structs or dicts with ``id`` and ``name``."""
     if not isinstance(categories, list):
         raise CocoFormatError(f"{path}: 'categories' is not a list")
-    pairs = [(c.get("id"), c.get("name")) if isinstance(c, dict) else (getattr(c, "id", None), getattr(c, "name", None))
-             for c in categories]
-    matches = [cid for cid, name in pairs if name == category_name]
-    if len(matches) != 1:
-        names = sorted(str(name) for _, name in pairs)[:10]
-        what = "no" if not matches else "more than one"
-        raise CocoFormatError(f"{path}: {what} category named {category_name!r} "
-                              f"(categories: {', '.join(names) or 'none'})")
-    return matches[0]
+    cats = [c if isinstance(c, dict) else {"id": getattr(c, "id", None), "name": getattr(c, "name", None)}
+            for c in categories]
+    try:
+        return person_category(cats, category_name, str(path))
+    except PersonCategoryError as exc:  # named as COCO users know them: by name, not by id
+        names = sorted(str(c.get("name")) for c in cats)[:10]
+        raise CocoFormatError(f"{path}: {exc.problem} {exc.wanted} "
+                              f"(categories: {', '.join(names) or 'none'})") from None
 
 
 def load_instances(path: Path) -> CocoInstances:

@@ -16,13 +16,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from persondet.datasets import CUHK_SPLITS
 from persondet.formats.boxes import MAX_COORDINATE, box_is_sane, clip_boxes, first_insane
 from persondet.formats.matlab import MatFormatError, load_mat, mat_int, mat_str, struct_field, struct_items
 from persondet.formats.merge import PERSON_CATEGORY
 
 IMAGE_DIR = "Image/SSM"
 ANNOTATION_DIR = "annotation"
-SPLITS = ("all", "train", "test")
 
 
 # ------------------------------------------------------------------------------------------------ idlocate
@@ -190,8 +190,8 @@ def identity_index(groups: Iterable[tuple[str, Sequence[Appearance]]],
 # ------------------------------------------------------------------------------------------------- converter
 def select_split(images: Sequence[CuhkImage], pool: set[str] | None, split: str) -> list[CuhkImage]:
     """``all``; ``test`` = the images named in pool.mat; ``train`` = all the others."""
-    if split not in SPLITS:
-        raise MatFormatError(f"cuhk_split={split!r} must be one of {', '.join(SPLITS)}")
+    if split not in CUHK_SPLITS:
+        raise MatFormatError(f"cuhk_split={split!r} must be one of {', '.join(CUHK_SPLITS)}")
     if split == "all":
         return list(images)
     if pool is None:

@@ -1,7 +1,8 @@
 """Merge per-source COCO person sets into the prepared set (docs/ARCHITECTURE.md, "The prepared set").
 
 Image and annotation ids are renumbered from 1; each image's ``file_name`` is prefixed by its source
-(``coco/train2017/x.jpg``), so names never collide and resolve as ``roots[source] / rest``; the top-level
+(``coco/train2017/x.jpg``), so names never collide and resolve as ``roots[source] / rest`` (the image path
+rule, ``persondet.datasets.image_path``); the top-level
 ``persondet`` key records the roots, the mix, the CUHK-SYSU split and a digest of the content.
 """
 
@@ -26,7 +27,7 @@ _ANNOTATION = {"id": 0, "image_id": 0, "category_id": 0, "bbox": None, "area": 0
 class SourceSet:
     """One source, converted: images with ``file_name`` relative to ``root``, person annotations."""
 
-    name: str  # "coco" or "cuhk"
+    name: str  # the source's name in the registry (persondet.datasets.SOURCES)
     root: Path
     images: list[dict]  # id, file_name (relative to root), width, height; original_file_name optional
     annotations: list[dict]  # id, image_id, bbox, area, iscrowd; person_id, ishard optional
@@ -56,14 +57,14 @@ def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all") -> di
                                 "category_id": category})
     dataset = {"info": {"description": f"persondet prepared set ({mix})"},
                "categories": [dict(PERSON_CATEGORY)], "images": images, "annotations": annotations}
-    digests = {s.name: source_digest(s) for s in sources}
+    digests = {s.name: records_digest(s) for s in sources}
     dataset["persondet"] = {"mix": mix, "roots": {s.name: str(Path(s.root).resolve()) for s in sources},
                             "cuhk_split": cuhk_split, "digest": _sha256(list(digests.items())),
                             "source_digests": digests}
     return dataset
 
 
-def source_digest(source: SourceSet) -> str:
+def records_digest(source: SourceSet) -> str:
     """sha256 of a source's images and annotations as converted (not of its root).
 
     The merged set is a deterministic function of its sources in order, so its digest is the hash of
@@ -90,19 +91,3 @@ def write_dataset(dataset: dict, path: str | Path) -> Path:
             tmp.unlink(missing_ok=True)
         raise PersondetError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
-
-
-def resolve_image_path(dataset: dict, image: dict, base: str | Path | None = None) -> Path:
-    """Where an image of a prepared set lives: ``roots[source] / rest of file_name``.
-
-    A plain COCO file (no ``persondet`` key) resolves ``file_name`` against ``base`` (the json's folder).
-    """
-    meta = dataset.get("persondet")
-    if not meta:
-        return Path(base or ".") / image["file_name"]
-    source, _, rest = image["file_name"].partition("/")
-    roots = meta.get("roots", {})
-    if source not in roots or not rest:
-        raise PersondetError(f"image {image.get('id')} file_name {image['file_name']!r}: "
-                             f"no root recorded for source {source!r} (roots: {', '.join(roots)})")
-    return Path(roots[source]) / rest
