@@ -93,7 +93,7 @@ TIME_GOAL, MEMORY_GOAL = 0.25, 0.3
 STAGES = [
     ("coco.py:load_instances", "COCO json decoded (msgspec typed structs)"),
     ("coco.py:read_coco_persons", "COCO persons (decoding included): ids, boxes, clipping"),
-    ("prepare.py:read_image_sizes", "image headers (COCO images with persons + CUHK-SYSU)"),
+    ("imagefiles.py:read_image_sizes", "image headers (COCO images with persons + CUHK-SYSU)"),
     ("matlab.py:load_mat", "CUHK-SYSU .mat files loaded (scipy.io.loadmat, its import included)"),
     ("cuhk_sysu.py:read_images_mat", "CUHK-SYSU Images.mat read (loading included)"),
     ("prepare.py:read_cuhk_identities", "CUHK-SYSU identities (Person.mat, loading included)"),

@@ -17,14 +17,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from persondet.config import PrepareConfig
 from persondet.datasets import SOURCES, mix_name, mix_sources
 from persondet.errors import PersondetError
 from persondet.formats import cuhk_sysu
 from persondet.formats.coco import read_coco_persons
-from persondet.formats.imagesize import ImageHeaderError, image_size
+from persondet.formats.imagefiles import image_sizes
 from persondet.formats.merge import SourceSet, merge, write_dataset
 from persondet.stats import dataset_stats, draw_checks, plot_relative_sizes, relative_sizes, write_stats
 from persondet.tracking import open_run
@@ -105,9 +104,7 @@ def read_coco_source(root: Path, coco_split: str = "train2017") -> tuple[SourceS
     annotation = root / "annotations" / f"instances_{coco_split}.json"
     persons = read_coco_persons(annotation)
     image_dir = root / coco_split
-    names = [im["file_name"] for im in persons.images]
-    check_files_exist(image_dir, names, annotation)
-    read_image_sizes(image_dir, names, annotation)  # finds empty and unreadable files now, not in training
+    image_sizes(image_dir, [im["file_name"] for im in persons.images], annotation)  # present and readable
     images = [{**im, "file_name": f"{coco_split}/{im['file_name']}",
                "original_file_name": im["file_name"]} for im in persons.images]
     return SourceSet("coco", root, images, persons.annotations), dict(persons.counts)
@@ -122,8 +119,7 @@ def read_cuhk_source(root: Path, cuhk_split: str = "all") -> tuple[SourceSet, di
     selected = cuhk_sysu.select_split(images, pool, cuhk_split)
     image_dir = root / cuhk_sysu.IMAGE_DIR
     names = [im.name for im in selected]
-    check_files_exist(image_dir, names, folder / "Images.mat")
-    sizes = read_image_sizes(image_dir, names, folder / "Images.mat")
+    sizes = image_sizes(image_dir, names, folder / "Images.mat")
     coco, counts = cuhk_sysu.cuhk_to_coco(selected, sizes, identities, source=folder / "Images.mat")
     for image in coco["images"]:
         image["original_file_name"] = image["file_name"].rsplit("/", 1)[-1]
@@ -147,41 +143,6 @@ def read_cuhk_identities(folder: Path) -> dict:
             [(idname, [query, *gallery]) for idname, query, gallery in
              cuhk_sysu.read_query_gallery(protocol / "TestG50.mat", "TestG50")], protocol / "TestG50.mat"))
     return index
-
-
-def check_files_exist(directory: Path, names: Sequence[str], listed_in: Path) -> None:
-    """Every name exists under ``directory``: one directory listing per folder, not one stat per file."""
-    listings: dict[str, set[str]] = {}
-    missing = []
-    for name in names:
-        sub, _, base = name.rpartition("/")
-        if sub not in listings:
-            try:
-                listings[sub] = set(os.listdir(directory / sub))  # directory / "" is directory
-            except (FileNotFoundError, NotADirectoryError):
-                listings[sub] = set()
-        if base not in listings[sub]:
-            missing.append(name)
-    if missing:
-        first = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise PersondetError(f"{len(missing)} of {len(names)} images listed in {listed_in} are missing "
-                             f"under {directory}: {first}")
-
-
-def read_image_sizes(directory: Path, names: Sequence[str], listed_in: Path) -> dict[str, tuple[int, int]]:
-    """(width, height) per name, from the file header; every empty or unreadable file is reported at once."""
-    sizes, bad = {}, []
-    folder = str(directory)
-    for name in _progress(names, f"image headers ({directory.name})"):
-        try:
-            sizes[name] = image_size(f"{folder}/{name}")  # a str, not a Path: 80,000 of them
-        except ImageHeaderError as exc:
-            bad.append(f"{name} ({exc.reason})")
-    if bad:
-        first = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise PersondetError(f"{len(bad)} of {len(names)} images listed in {listed_in} are empty or unreadable "
-                             f"under {directory}: {first}")
-    return sizes
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -234,9 +195,3 @@ def _cyclic_gc_paused():
         if was_enabled:
             gc.enable()
 
-
-def _progress(items: Sequence, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="file", leave=False, mininterval=1.0,
-                disable=len(items) < 1000 or None)

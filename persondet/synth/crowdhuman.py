@@ -92,7 +92,7 @@ def _render(rng, W: int, H: int, gtboxes: list[dict]):
             draw_crowd(rng, draw, box["fbox"])
         else:
             draw_person(draw, box["fbox"], random_look(rng))
-            (x, y, w, h), (vx, vy, vw, vh) = box["fbox"], box["vbox"]
+            (_, y, _, h), (vx, vy, vw, vh) = box["fbox"], box["vbox"]
             if vy + vh < min(y + h, H):  # what hides the rest, drawn before the people in front
                 draw.rectangle([vx - 4, vy + vh, vx + vw + 4, min(y + h, H)], fill=random_colour(rng, 40, 200),
                                outline=(10, 10, 10))
