@@ -11,6 +11,7 @@ Each step owns its own class here; the shared machinery is ``ConfigBase``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -349,6 +350,10 @@ class TuneConfig(ConfigBase):
         require(self.grace_period > self.heartbeat_interval,
                 f"grace_period={self.grace_period} must be > heartbeat_interval={self.heartbeat_interval}")
         require(self.max_retry >= 0, f"max_retry={self.max_retry} must be >= 0")
+        require(not re.search(r"://[^@]*:[^@]*@|[?&]password=", self.storage, re.I),
+                "storage has a password in it, and parameters and command lines are readable by every user: give "
+                "storage without it and the password in PERSONDET_TUNE_STORAGE_PASSWORD_FILE, PGPASSWORD or "
+                "~/.pgpass (libpq); if mlflow run recorded it as a parameter, change that password")
 
     def batch_size_list(self) -> list[int]:
         return _parse_batch_sizes(self.batch_sizes)

@@ -273,6 +273,56 @@ def create_training_run(run_name: str | None = None, tags: Mapping[str, str] | N
         raise _unreachable_error(exc) from None
 
 
+# Never set: deleting it changes nothing, and the server checks the same grant as for a real write.
+PREFLIGHT_TAG = "persondet.preflight-probe"
+
+
+def check_may_train(registered_name: str | None) -> None:
+    """Before a training on a tracking server: a one-line PersondetError now, not a 403 after the last
+    epoch, when this user may not log runs to the experiment or register versions of ``registered_name``
+    (None: not registering). Each probe deletes a never-set tag, a write needing EDIT, like logging a run
+    or creating a model version. A no-op on local stores, on ranks > 0 and for names not created yet."""
+    if not is_main_process():
+        return
+    uri = ensure_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    probes = []
+    if not os.environ.get("MLFLOW_RUN_ID"):  # else the run exists: mlflow run created it
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        probes.append((f"log runs to the experiment {name!r}", lambda: c.get_experiment_by_name(name),
+                       lambda e: c.delete_experiment_tag(e.experiment_id, PREFLIGHT_TAG)))
+    if registered_name:
+        probes.append((f"register versions of the model {registered_name!r}", lambda: registered_name,
+                       lambda n: c.delete_registered_model_tag(n, PREFLIGHT_TAG)))
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "this user"
+    for what, find, probe in probes:
+        try:
+            target = find()
+            if target is not None:
+                probe(target)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # the tag (allowed) or the name (created later)
+                continue
+            from persondet.errors import PersondetError
+
+            status = exc.get_http_status_code()
+            if status == 401 or exc.error_code == "UNAUTHENTICATED":
+                raise PersondetError(f"the tracking server {uri} refused the credentials of {user} "
+                                     "(MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD)") from None
+            if status == 403 or exc.error_code == "PERMISSION_DENIED":
+                raise PersondetError(
+                    f"{user} may not {what} on {uri} (needs EDIT; nothing was trained): ask the server's admin "
+                    "to add the account to the team (docs/SERVER.md)"
+                    + (" or train with register=false" if "model" in what else "")) from None
+            raise _unreachable_error(exc) from None
+        except Exception as exc:  # noqa: BLE001 - a requests error: the server is away
+            raise _unreachable_error(exc) from None
+
+
 def end_run_if_running(run_id: str, status: str) -> None:
     """Mark a run ended (e.g. FAILED after its worker processes died) unless it already is."""
     run = get_run(run_id)

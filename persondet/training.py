@@ -362,6 +362,7 @@ def _config_from_json(text: str) -> TrainConfig:
 
 def launch(config: TrainConfig) -> dict[str, Any]:
     """Run the training: in this process, or through torchrun when nproc * nnodes > 1."""
+    tracking.check_may_train(REGISTERED_MODEL_NAME if config.register else None)
     if config.nproc * config.nnodes == 1:
         return train(config)
     port = config.master_port or (_free_port() if config.nnodes == 1 else 29500)
