@@ -1,6 +1,12 @@
 # The trainer of docker-compose.yml: persondet with its dependencies (the PyPI torch wheels bundle CUDA);
 # it runs `mlflow run . --env-manager local ...` against the tracking server on the compose network.
-FROM python:3.11-slim-bookworm
+# BASE_IMAGE: any Debian/Ubuntu image with python3.11 and pip on PATH (the tests use a locally built one).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+# Air-gapped hosts: PIP_NO_INDEX=1 and PIP_FIND_LINKS=<wheelhouse URL or folder> install from a
+# wheelhouse made with `pip download` (docs/LAUNCH.md). Build arguments, not ENV: not kept in the image.
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update && apt-get install -y --no-install-recommends git \
  && rm -rf /var/lib/apt/lists/*
