@@ -8,8 +8,10 @@ FROM ${BASE_IMAGE}
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# The same requirement strings as pyproject.toml (tests/test_compose.py keeps them equal).
-RUN pip install "mlflow[auth]>=3.5,<4" "psycopg2-binary>=2.9"
+# The same requirement strings as pyproject.toml (tests/test_compose.py keeps them equal), at the versions
+# the test suite passed with (docker/constraints.txt, scripts/make-constraints.py).
+COPY docker/constraints.txt /tmp/constraints.txt
+RUN pip install -c /tmp/constraints.txt "mlflow[auth]>=3.16.1,<4" "psycopg2-binary>=2.9"
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY persondet ./persondet

@@ -11,9 +11,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update && apt-get install -y --no-install-recommends git \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /workspace
-COPY pyproject.toml README.md conda.yaml MLproject ./
+COPY pyproject.toml README.md conda.yaml MLproject docker/constraints.txt ./
 COPY persondet ./persondet
-RUN pip install -e .
+RUN pip install -c constraints.txt -e .
 COPY entrypoints ./entrypoints
 COPY scripts ./scripts
 CMD ["mlflow", "run", ".", "--env-manager", "local", "-e", "main"]

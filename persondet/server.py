@@ -122,7 +122,7 @@ def split_password(uri: str) -> tuple[str, str | None]:
     url = make_url(uri)
     if url.password is None:
         return uri, None
-    return url.set(password=None).render_as_string(hide_password=False), str(url.password)
+    return url._replace(password=None).render_as_string(hide_password=False), str(url.password)  # set() keeps it
 
 
 def read_secret(env: Mapping[str, str], name: str) -> str | None:

@@ -264,7 +264,8 @@ def ensure_wheelhouse(cache: Path = CACHE, requirements: list[str] | None = None
     if sys.version_info[:2] != (3, 11):
         raise EngineUnavailable("the wheelhouse is downloaded for the image's python 3.11; "
                                 f"this is python {sys.version_info.major}.{sys.version_info.minor}")
-    key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
+    constraints = ROOT / "docker" / "constraints.txt"  # the versions the images install (-c)
+    key = hashlib.sha256("\n".join(requirements + [constraints.read_text()]).encode()).hexdigest()[:12]
     target = cache / f"wheelhouse-{key}"
     with _locked(cache / "wheelhouse.lock"):
         if target.is_dir():
@@ -272,7 +273,7 @@ def ensure_wheelhouse(cache: Path = CACHE, requirements: list[str] | None = None
         with timed("wheelhouse: pip download"), tempfile.TemporaryDirectory(dir=cache) as tmp:
             folder = Path(tmp) / "wheels"
             _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(folder),
-                  *requirements], "pip download")
+                  "-c", str(constraints), *requirements], "pip download")
             os.replace(folder, target)
     return target
 

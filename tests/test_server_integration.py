@@ -174,7 +174,7 @@ def _denied(connect) -> str:
     return str(error.value)
 
 
-def test_each_database_role_is_no_superuser_and_reaches_only_its_own_database(native_postgres):
+def test_each_database_role_is_no_superuser_and_reaches_only_its_own_database(native_postgres, tracking_server):
     import psycopg2
 
     pg = native_postgres
@@ -195,10 +195,16 @@ def test_each_database_role_is_no_superuser_and_reaches_only_its_own_database(na
             message = _denied(lambda: psycopg2.connect(host="127.0.0.1", port=pg.port, user=pg.role(database),
                                                        password=pg.passwords[database], dbname=other))
             assert "permission denied for database" in message, message
-    with pg.connect("mlflow") as connection, connection.cursor() as cursor:  # the tracking role
-        assert "permission denied to create role" in _denied(lambda: cursor.execute("CREATE ROLE intruder"))
-    with pg.connect("mlflow") as connection, connection.cursor() as cursor:
-        assert "permission denied to create database" in _denied(lambda: cursor.execute("CREATE DATABASE x"))
+    tracking = pg.connect("mlflow")  # the tracking role
+    tracking.autocommit = True  # CREATE DATABASE runs outside a transaction
+    try:
+        for statement, message in (("CREATE ROLE intruder", "permission denied to create role"),
+                                   ("CREATE DATABASE x", "permission denied to create database"),
+                                   ("ALTER ROLE mlflow_tracking SUPERUSER", "must be superuser")):
+            with tracking.cursor() as cursor:
+                assert message in _denied(lambda: cursor.execute(statement))
+    finally:
+        tracking.close()
     with pg.connect("mlflow") as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM experiments")  # its own tables: mlflow db upgrade made them
         assert cursor.fetchone()[0] >= 1
@@ -323,18 +329,17 @@ def test_a_second_init_resets_foreign_grants_on_the_names_and_keeps_the_team(tra
                                                                             monkeypatch):
     """The admin (or an old deployment) gave the outsider MANAGE on the model; the next start takes it
     away again: the team file is the truth."""
-    from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
 
     from persondet.server import init_server
 
     _client(tracking_server, monkeypatch, tracking_server.username, tracking_server.password)
     auth = get_app_client("basic-auth", tracking_uri=tracking_server.uri)
-    auth.create_registered_model_permission("persondet", outsider[0], "MANAGE")
+    auth.grant_user_permission(outsider[0], "registered_model", "persondet", "MANAGE")
+    assert auth.get_user_permission(outsider[0], "registered_model", "persondet").permission == "MANAGE"
     init_server(tracking_server.env())
-    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST|not found"):
-        auth.get_registered_model_permission("persondet", outsider[0])
-    assert auth.get_registered_model_permission("persondet", "member").permission == "EDIT"
+    assert auth.get_user_permission(outsider[0], "registered_model", "persondet").permission == "READ"
+    assert auth.get_user_permission("member", "registered_model", "persondet").permission == "EDIT"
 
 
 def _train(tracking_server, user: str, password: str, data: Path, cwd: Path, **env) -> subprocess.CompletedProcess:
