@@ -24,11 +24,13 @@ NAME = "auth_throughput"
 GOAL_REQUESTS_PER_S = 50.0
 
 
-def measure(postgres, ttl_s: int, workers: int, clients: int, calls: int) -> dict:
+def measure(postgres, team: dict, ttl_s: int, workers: int, clients: int, calls: int) -> dict:
     from native_services import TrackingServer, log_metric_load
 
     with tempfile.TemporaryDirectory(prefix="persondet-bench-server-") as workdir:
-        server = TrackingServer(postgres, workdir, workers=workers, auth_cache_ttl_s=ttl_s).start()
+        server = TrackingServer(postgres, workdir, workers=workers, auth_cache_ttl_s=ttl_s)
+        server.team = team  # one auth database for every row: the member keeps its first password
+        server.start()
         try:
             return log_metric_load(server.uri, "member", server.team["member"], clients=clients, calls=calls)
         finally:
@@ -60,11 +62,14 @@ def main(argv=None) -> None:
     load_before = _common.load_average()
     postgres = NativePostgres(bin_dir).start()
     try:
+        import secrets
+
+        team = {"member": secrets.token_urlsafe(16)}
         anchor_calls = max(2, args.calls // 8)
         rows = [(f"no cache (MLflow's default, anchor; {anchor_calls} calls per client)", 1,
-                 measure(postgres, 0, 1, args.clients, anchor_calls))]
+                 measure(postgres, team, 0, 1, args.clients, anchor_calls))]
         rows += [(f"cache 60 s (persondet), {w} worker{'s' if w > 1 else ''}", w,
-                  measure(postgres, 60, w, args.clients, args.calls)) for w in workers]
+                  measure(postgres, team, 60, w, args.clients, args.calls)) for w in workers]
     finally:
         postgres.stop()
     anchor = rows[0][2]["requests_per_s"]

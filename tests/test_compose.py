@@ -21,7 +21,6 @@ import yaml
 
 from native_services import free_port, write_secret
 from persondet import server
-from persondet.errors import PersondetError
 
 ROOT = Path(__file__).resolve().parents[1]
 _VAR = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>\w+)")

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from persondet.config import ConfigError, TuneConfig
@@ -51,6 +52,14 @@ def cli_args(config: TuneConfig) -> list[str]:
         if name != "storage" and value != "":
             args += ["--" + name.replace("_", "-"), value]
     return args + ["--storage", config.storage]
+
+
+def _with_children(pid: int) -> list:
+    try:
+        process = psutil.Process(pid)
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def nested_runs(parent_run_id: str):
@@ -176,14 +185,27 @@ def test_two_workers_on_one_postgresql_study_run_every_trial_exactly_once(tiny_s
     env = {**os.environ, **tracking_server.client_env(), "MLFLOW_EXPERIMENT_NAME": "tune-shared",
            "PERSONDET_TUNE_STORAGE_PASSWORD_FILE": native_postgres.password_file("optuna")}
     env.pop("MLFLOW_RUN_ID", None)
+    logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
     workers = [subprocess.Popen([sys.executable, str(ROOT / "entrypoints" / "tune.py"), *cli_args(config)],
-                                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
+                                env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT) for log in logs]
     password = native_postgres.passwords["optuna"]
-    for worker in workers:  # nobody on this machine can read the password off the workers' command lines
-        assert password not in Path(f"/proc/{worker.pid}/cmdline").read_bytes().decode(errors="replace")
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    deadline, seen = time.monotonic() + 600, 0
+    while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+        # nobody on this machine can read the password off a worker's (or its children's) command line
+        for process in [p for w in workers if w.poll() is None for p in _with_children(w.pid)]:
+            try:
+                command = " ".join(process.cmdline())
+            except psutil.Error:  # ended meanwhile
+                continue
+            seen += 1
+            assert password not in command, command
+        time.sleep(0.5)
+    for worker, log in zip(workers, logs):
+        worker.wait(timeout=60)
+        log.close()
+    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert [w.returncode for w in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert seen >= 2
 
     from optuna.storages import RDBStorage
 
