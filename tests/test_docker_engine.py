@@ -10,7 +10,8 @@ import pytest
 
 from docker_engine import run_container, wait_container
 
-pytestmark = [pytest.mark.containers, pytest.mark.slow]
+# the first test to ask for an image waits for its build (minutes when the cache is cold)
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.containers, pytest.mark.slow]
 
 
 def test_containers_use_host_networking_and_reach_a_loopback_service(docker_client, docker_base_image,
