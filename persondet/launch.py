@@ -1,14 +1,12 @@
 """The ``launch`` entry point: ``train`` for every (server x batch size) in containers on Docker hosts.
 
-Through the Docker Engine API (the ``docker`` SDK), for each server of the servers file: connect, make
-sure the trainer image is there (built from docker/trainer.Dockerfile, or loaded), check the GPUs the
-engine gives, then run ``python entrypoints/train.py ...`` (the command a user types) in a container with
-those GPUs reserved, the dataset roots mounted read-only and host networking. The launcher creates each
-training's MLflow run (tagged ``persondet.server``, the input digest and the git commit, so a second
-launch re-uses it as ``main`` does) and the container logs into it. The tracking password reaches the
-container as ``~/.mlflow/credentials`` written into it before it starts: never an image layer, a run
-parameter, a command line or a variable ``docker inspect`` shows. With ``multi_node`` every batch size is
-one training over all servers as torchrun nodes (the first server is the master).
+Per server, through the Docker Engine API: connect, make sure the trainer image is there, check the GPUs,
+then run ``python entrypoints/train.py ...`` (what a user types) in a container with the GPUs reserved,
+the data roots mounted read-only and host networking. The launcher creates each training's MLflow run
+(tagged ``persondet.server``, input digest, git commit: a second launch re-uses it as ``main`` does); the
+tracking password goes into the container as ``~/.mlflow/credentials`` before it starts, never into an
+image, a parameter, a command line or a variable. ``multi_node``: one training over all servers as
+torchrun nodes. docs/LAUNCH.md.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
 import tarfile
 import threading
@@ -32,8 +31,7 @@ from persondet.pipeline import INPUT_DIGEST_TAG, Runner, git_commit
 from persondet.servers import (LAUNCH_LABEL, SERVER_TAG, Server, check_gpus, connect, device_requests,
                                read_servers)
 
-# Passed on to the containers when set here; not secrets except the token (docs/LAUNCH.md says where
-# a variable is visible).
+# Passed on to the containers when set here (the token is visible to `docker inspect`: docs/LAUNCH.md)
 PASSED_ON = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
              "MLFLOW_HTTP_REQUEST_TIMEOUT")
@@ -95,6 +93,8 @@ class Launcher:
                 by_server[job.label].append(job)
             lanes = list(by_server.values())
         threads = [threading.Thread(target=self._lane, args=(lane,), daemon=True) for lane in lanes]
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None  # SIGTERM acts as Ctrl-C
         try:
             for thread in threads:
                 thread.start()
@@ -105,6 +105,9 @@ class Launcher:
         except KeyboardInterrupt:
             self.stop(jobs)
             raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
         return jobs
 
     def _lane(self, jobs: list[Job]) -> None:
@@ -121,6 +124,7 @@ class Launcher:
             except Exception as exc:  # noqa: BLE001 - one host's surprise must not stop the others
                 job.status, job.detail = "FAILED", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
                 self.say(job.label, f"error: {job.detail}")
+            _remove(job.containers)
             if job.status == "FAILED" and job.run_id:
                 tracking.end_run_if_running(job.run_id, "KILLED" if self.stopping.is_set() else "FAILED")
 
@@ -134,7 +138,9 @@ class Launcher:
             return
         try:
             client = connect(server)
-            with self._url_locks[server.url]:
+            with self.lock:
+                url_lock = self._url_locks[server.url]
+            with url_lock:
                 if server.url not in self._ready:
                     try:
                         self._ensure_image(server, client)
@@ -190,8 +196,7 @@ class Launcher:
             except ConfigError as exc:
                 raise PersondetError(f"server {server.name}: {exc}") from None
             nodes.append(node)
-        tags = {SERVER_TAG: job.label}
-        found = self.runner.find_finished("train", settings, self.digest, tags)
+        found = self.runner.find_finished("train", settings, self.digest, {SERVER_TAG: job.label})
         if found is not None:
             job.status, job.run_id = "RE-USED", found.info.run_id
             self.say(job.label, f"batch {job.batch_size}: re-using finished run {job.run_id}")
@@ -199,7 +204,7 @@ class Launcher:
         job.run_id = tracking.create_run("train", run_name=f"train-{job.label}-bs{job.batch_size}",
                                          tags=self._run_tags(job))
         self.say(job.label, f"batch {job.batch_size}: run {job.run_id}, {len(nodes)} node(s)")
-        for server, node in zip(job.servers, nodes):
+        for server, node in zip(job.servers, nodes):  # appended one by one: a failure removes those started
             job.containers.append(self._start(server, node, job, job.run_id if node["node_rank"] == "0" else None))
         codes = self._wait(job)
         if self.stopping.is_set():
@@ -245,6 +250,7 @@ class Launcher:
             container.put_archive("/root", credentials)
         container.start()
         prefix = server.name if len(job.servers) == 1 else f"{server.name} node {node['node_rank']}"
+        self.say(prefix, f"container {name} started")
         thread = threading.Thread(target=self._stream, args=(container, prefix), daemon=True)
         thread.start()
         container.log_thread = thread
@@ -264,23 +270,21 @@ class Launcher:
 
     def _stream(self, container, prefix: str) -> None:
         """The container's output, line by line, with ``[prefix]``; progress bars at most every 10 s."""
-        buffer, last_progress = b"", 0.0
+        buffer, shown = b"", 0.0
         try:
             for chunk in container.logs(stream=True, follow=True):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for raw in lines:
-                    text = raw.decode(errors="replace").rstrip()
-                    if "\r" in text:
-                        text = text.rsplit("\r", 1)[-1]
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                for raw in lines:  # a progress bar's last state only
+                    text = raw.decode(errors="replace").rstrip("\r").rsplit("\r", 1)[-1].rstrip()
                     if text:
                         self.say(prefix, text)
-                if b"\r" in buffer and time.monotonic() - last_progress > PROGRESS_EVERY_S:
-                    last_progress = time.monotonic()
-                    self.say(prefix, buffer.rsplit(b"\r", 1)[-1].decode(errors="replace").rstrip()
-                             or buffer.rstrip(b"\r").rsplit(b"\r", 1)[-1].decode(errors="replace"))
+                if b"\r" in buffer and time.monotonic() - shown > PROGRESS_EVERY_S:
+                    shown = time.monotonic()
+                    self.say(prefix, buffer.decode(errors="replace").rstrip("\r").rsplit("\r", 1)[-1])
         except Exception:  # noqa: BLE001 - the container was removed (Ctrl-C): its log ends here
             pass
+        if buffer.strip():
+            self.say(prefix, buffer.decode(errors="replace").rstrip("\r").rsplit("\r", 1)[-1])
 
     def _wait(self, job: Job) -> list[int]:
         """Exit statuses of the job's containers, which are then removed. When one node fails, the others
@@ -301,7 +305,7 @@ class Launcher:
                         _quietly(other.kill)
         for container in job.containers:
             container.log_thread.join(timeout=30)
-            _quietly(lambda: container.remove(force=True))
+        _remove(job.containers)
         return [codes.get(i, -1) for i in range(len(job.containers))]
 
     def stop(self, jobs: list[Job]) -> None:
@@ -309,13 +313,16 @@ class Launcher:
         self.stopping.set()
         with self.lock:
             started = list(self.started)
-        for container in started:
-            _quietly(lambda: container.remove(force=True))
+        _remove(started)
         for job in jobs:
-            if job.run_id and job.status == "PENDING":
+            if job.run_id and job.status in ("PENDING", "KILLED"):  # KILLED: its lane saw the stop first
                 job.status = "KILLED"
                 _quietly(lambda: tracking.end_run_if_running(job.run_id, "KILLED"))
         print(f"persondet launch: interrupted; removed {len(started)} container(s)", file=sys.stderr, flush=True)
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _join(thread: threading.Thread) -> None:
@@ -330,6 +337,11 @@ def _quietly(action) -> None:
         pass
 
 
+def _remove(containers) -> None:
+    for container in containers:
+        _quietly(lambda: container.remove(force=True))
+
+
 def _input_digest(data: str) -> str:
     """A prepare run id -> ``prepare:<id>`` (what ``main`` tags its trainings with); a path as given
     (the file is on the hosts, not here)."""
@@ -340,11 +352,8 @@ def _input_digest(data: str) -> str:
 
 def _credentials_archive(user: str, password: str) -> bytes:
     """A tar holding ``.mlflow/credentials`` (mode 600) for ``put_archive`` into the container's /root."""
-    def escape(value: str) -> str:  # configparser interpolates %
-        return value.replace("%", "%%")
-
-    text = f"[mlflow]\nmlflow_tracking_username = {escape(user)}\nmlflow_tracking_password = {escape(password)}\n"
-    data = text.encode()
+    user, password = user.replace("%", "%%"), password.replace("%", "%%")  # configparser interpolates %
+    data = f"[mlflow]\nmlflow_tracking_username = {user}\nmlflow_tracking_password = {password}\n".encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         folder = tarfile.TarInfo(".mlflow")
@@ -356,14 +365,6 @@ def _credentials_archive(user: str, password: str) -> bytes:
     return buffer.getvalue()
 
 
-def _tracking_uri() -> str:
-    uri = tracking.ensure_tracking_uri()
-    if not uri.startswith(("http://", "https://")):
-        raise PersondetError(f"launch needs a tracking server the hosts can reach: MLFLOW_TRACKING_URI={uri!r} "
-                             "is local to this machine; set it to the server's http(s):// URL (docs/SERVER.md)")
-    return uri
-
-
 def launch(config: LaunchConfig) -> dict:
     """Run every (server x batch size) training of ``config`` on its Docker host; returns the jobs.
     Raises a one-line PersondetError naming the trainings that failed (after all others ran)."""
@@ -371,7 +372,10 @@ def launch(config: LaunchConfig) -> dict:
     if config.multi_node and len({s.gpu_count for s in servers}) > 1:
         raise PersondetError(f"servers={config.servers!r}: multi_node needs the same gpus on every server "
                              f"({', '.join(f'{s.name}={s.gpu_count}' for s in servers)})")
-    uri = _tracking_uri()
+    uri = tracking.ensure_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        raise PersondetError(f"launch needs a tracking server the hosts can reach: MLFLOW_TRACKING_URI={uri!r} "
+                             "is local to this machine; set it to the server's http(s):// URL (docs/SERVER.md)")
     os.environ["MLFLOW_EXPERIMENT_NAME"] = config.experiment
     start = time.time()
     with tracking.start_run("launch", run_name="launch") as run:

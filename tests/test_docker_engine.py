@@ -60,3 +60,21 @@ def test_server_image_has_mlflow_auth_and_the_postgres_driver(docker_client, ser
         container.remove(force=True)
     assert code == 0, logs
     assert docker_client.images.get(server_image).attrs["Config"]["User"] == "mlflow"
+
+
+def test_an_image_archive_is_loaded_through_the_api(docker_client, docker_base_image, tmp_path):
+    from persondet.images import has_image, load_image
+
+    tag = "persondet-load-test:1"
+    docker_client.images.get(docker_base_image).tag(tag)
+    archive = tmp_path / "image.tar"
+    with open(archive, "wb") as f:
+        for chunk in docker_client.images.get(tag).save(named=True):
+            f.write(chunk)
+    docker_client.images.remove(tag)
+    assert not has_image(docker_client, tag)
+    try:
+        assert tag in load_image(docker_client, str(archive))
+        assert has_image(docker_client, tag)
+    finally:
+        docker_client.images.remove(tag)
