@@ -167,14 +167,28 @@ def connect(server: Server, timeout_s: int = 30):
     if server.tls is not None:
         cert = (server.tls.client_cert, server.tls.client_key) if server.tls.client_cert else None
         kwargs["tls"] = docker.tls.TLSConfig(client_cert=cert, ca_cert=server.tls.ca_cert or None,
-                                             verify=server.tls.ca_cert or server.tls.verify)
+                                             verify=server.tls.verify)
     try:
-        client = docker.DockerClient(**kwargs)
+        client = _tls_client(kwargs) if "tls" in kwargs else docker.DockerClient(**kwargs)
         client.ping()
     except Exception as exc:  # noqa: BLE001 - DockerException, requests and ssh errors all mean "away"
         raise PersondetError(f"server {server.name} ({server.url}): the Docker Engine does not answer: "
                              f"{' '.join(str(exc).split())[:240]}") from None
     client.api.timeout = None  # a training streams logs for hours
+    return client
+
+
+def _tls_client(kwargs: dict[str, Any]):
+    """A client that verifies with the server's own CA even when REQUESTS_CA_BUNDLE is set (requests lets
+    that variable replace a session's CA: psf/requests#3829), so it ignores the environment's settings."""
+    import docker
+
+    probe = docker.DockerClient(**kwargs, version="1.24")  # an explicit version: no request yet
+    probe.api.trust_env = False
+    version = probe.version(api_version=False)["ApiVersion"]
+    probe.close()
+    client = docker.DockerClient(**kwargs, version=version)
+    client.api.trust_env = False
     return client
 
 

@@ -106,6 +106,10 @@ class DockerEngine:
         self.data_root: Path | None = None
         self.run_dir: Path | None = None
         self.slot = -1
+        # The same engine on tcp://127.0.0.1:<port> with TLS (client certificate required): ca.pem,
+        # cert.pem and key.pem in tls_dir are what a client needs.
+        self.tcp_url = ""
+        self.tls_dir: Path | None = None
 
     @property
     def base_url(self) -> str:
@@ -137,8 +141,13 @@ class DockerEngine:
         self.data_root.mkdir(parents=True, exist_ok=True)
         # unix socket paths are limited to 108 bytes: a short run directory
         self.run_dir = Path(tempfile.mkdtemp(prefix="pdt-", dir="/run" if os.access("/run", os.W_OK) else None))
+        self.tls_dir = self.run_dir / "tls"
+        _make_tls_files(self.tls_dir)
+        self.tcp_url = f"tcp://127.0.0.1:{_free_port()}"
         command = ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.run_dir / "exec"),
-                   "-H", self.base_url, "--pidfile", str(self.run_dir / "dockerd.pid"),
+                   "-H", self.base_url, "-H", self.tcp_url, "--tlsverify",
+                   "--tlscacert", str(self.tls_dir / "ca.pem"), "--tlscert", str(self.tls_dir / "server-cert.pem"),
+                   "--tlskey", str(self.tls_dir / "server-key.pem"), "--pidfile", str(self.run_dir / "dockerd.pid"),
                    "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
                    "--userland-proxy=false", "--log-level=warn"]
         with timed("dockerd start"), open(self.log_path, "ab") as log:
@@ -198,6 +207,58 @@ class DockerEngine:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_tls_files(folder: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(mode=0o700)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(name, key, issuer, issuer_key, ca=False, usage=None, names=()):
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(name: str, data: bytes) -> None:
+        (folder / name).write_bytes(data)
+        os.chmod(folder / name, 0o600)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "persondet test CA")])
+    ca = certificate("persondet test CA", ca_key, ca_name, ca_key, ca=True)
+    write("ca.pem", ca.public_bytes(serialization.Encoding.PEM))
+    for prefix, usage, names in (
+            ("server-", ExtendedKeyUsageOID.SERVER_AUTH,
+             (x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"))),
+            ("", ExtendedKeyUsageOID.CLIENT_AUTH, ())):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = certificate(f"{prefix or 'client-'}persondet-test", key, ca_name, ca_key, usage=usage, names=names)
+        write(f"{prefix}cert.pem", cert.public_bytes(serialization.Encoding.PEM))
+        write(f"{prefix}key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
 
 
 def _unmount_under(folder: Path) -> None:

@@ -1,7 +1,8 @@
 """`launch` on a real Docker Engine: the local dockerd under several server names, CPU, tiny trainings,
 reporting to the PostgreSQL-backed MLflow server with basic auth (tests/conftest.py) over loopback.
 
-What a user relies on: every (server x batch size) run lands in the tracking server tagged with its server;
+What a user relies on: every (server x batch size) run lands in the tracking server tagged with its server
+(one engine reached through its unix socket, the other through tcp:// with TLS client certificates);
 a host that does not answer and a training that fails are reported while the others finish; a second launch
 re-uses finished runs; Ctrl-C removes every container it started; no password in any container's
 configuration; one training over two hosts as torchrun nodes is one run with identical replicas.
@@ -71,8 +72,10 @@ def test_launch_on_two_servers_reports_the_failing_ones_and_reuses_finished_runs
         tmp_path, data, docker_engine, trainer_image, docker_base_image, wheelhouse_url, tracking_server,
         monkeypatch):
     local = {"url": docker_engine.base_url, "gpus": 0, "data_roots": [str(data.parent)], "environment": ONE_THREAD}
+    tls = {"ca_cert": str(docker_engine.tls_dir / "ca.pem"), "client_cert": str(docker_engine.tls_dir / "cert.pem"),
+           "client_key": str(docker_engine.tls_dir / "key.pem")}
     servers = _servers_file(tmp_path / "servers.yml", [
-        {"name": "local-a", **local}, {"name": "local-b", **local},
+        {"name": "local-a", **local}, {"name": "local-b", **local, "url": docker_engine.tcp_url, "tls": tls},
         {"name": "away", "url": f"tcp://127.0.0.1:{free_port()}", "gpus": 0},
         {"name": "no-data", "url": docker_engine.base_url, "gpus": 0},  # the data is not mounted: train fails
         {"name": "no-gpu", **local, "gpus": 1},  # this engine has no GPU to give
@@ -109,13 +112,25 @@ def test_launch_on_two_servers_reports_the_failing_ones_and_reuses_finished_runs
     assert {label for label, _ in speed_table([runs["local-a"], runs["local-b"]])} == {
         "local-a: cpu", "local-b: cpu"}  # report's speed table shows the servers side by side
 
-    again = _servers_file(tmp_path / "again.yml", [{"name": "local-a", **local}, {"name": "local-b", **local}])
+    again = _servers_file(tmp_path / "again.yml", [
+        {"name": "local-a", **local}, {"name": "local-b", **local, "url": docker_engine.tcp_url, "tls": tls}])
     second = subprocess.run(_launch_command(again, data, "launch-two"), env=_env(tracking_server),
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     for name in ("local-a", "local-b"):
         assert f"[{name}] batch 2: re-using finished run {runs[name].info.run_id}" in second.stdout
     assert len(_train_runs(client, "launch-two")) == 3  # nothing ran again
+
+
+def test_the_engine_over_tcp_with_tls_needs_the_client_certificate(docker_engine):
+    from persondet.errors import PersondetError
+    from persondet.servers import Server, Tls, connect
+
+    files = {name: str(docker_engine.tls_dir / f"{name}.pem") for name in ("ca", "cert", "key")}
+    good = Tls(ca_cert=files["ca"], client_cert=files["cert"], client_key=files["key"])
+    assert connect(Server(name="tls", url=docker_engine.tcp_url, tls=good)).ping()
+    with pytest.raises(PersondetError, match=r"^server tls \(tcp://127.0.0.1:\d+\): the Docker Engine does not"):
+        connect(Server(name="tls", url=docker_engine.tcp_url, tls=Tls(ca_cert=files["ca"])))
 
 
 def test_ctrl_c_removes_every_container_and_no_password_is_in_their_configuration(
