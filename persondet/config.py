@@ -364,3 +364,78 @@ class TuneConfig(ConfigBase):
         params = super().to_params()
         params["storage"] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", params["storage"])  # no password
         return params
+
+
+# --- launch: trainings in containers on Docker hosts (persondet/launch.py, docs/LAUNCH.md) ---------------
+
+IMAGE_SOURCES = ("build", "present")  # or the path of a `docker save` archive
+# Train settings the launcher sets itself for each run (the rest may go in train_options).
+LAUNCH_SETS = ("data", "batch_size", "nproc", "nnodes", "node_rank", "master_addr", "master_port", "model",
+               "epochs", "max_iters_per_epoch", "resume", "checkpoint_dir", "device")
+
+
+def parse_train_options(text: str) -> dict[str, str]:
+    """``"min_size=512,amp=bf16"`` -> {"min_size": "512", "amp": "bf16"}, checked against TrainConfig."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"raw"}
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        require(bool(sep) and key in names, f"train_options={text!r}: {part!r} is not <train setting>=<value>")
+        require(key not in LAUNCH_SETS, f"train_options={text!r}: {key} is set by launch itself")
+        options[key] = value.strip()
+    return options
+
+
+@dataclass(frozen=True)
+class LaunchConfig(ConfigBase):
+    servers: str = field(default="servers.yml", metadata={
+        "help": "the servers file: Docker hosts (unix://, ssh://user@host, tcp://host:2376 with tls), their "
+                "GPU counts and dataset roots (docs/LAUNCH.md)"})
+    data: str = field(default="", metadata={
+        "help": "a prepare run id, or a COCO json path as seen inside the containers (under a data root)"})
+    batch_sizes: str = field(default="8,16", metadata={
+        "help": "global batch sizes: one training per server and batch size"})
+    model: str = field(default="auto", metadata={"help": "the train model (auto: resnet50-FPN on GPU)"})
+    epochs: int = field(default=12, metadata={"help": "epochs of each training"})
+    max_iters_per_epoch: int | None = field(default=None, metadata={
+        "help": "cap on iterations per epoch (auto/empty: none); for speed comparisons and tests"})
+    train_options: str = field(default="", metadata={
+        "help": "more train settings for every run, e.g. 'amp=bf16,workers=8,weights_backbone=imagenet'"})
+    experiment: str = field(default="persondet", metadata={"help": "the MLflow experiment of the trainings"})
+    image: str = field(default="persondet-trainer:latest", metadata={"help": "the trainer image's name"})
+    image_source: str = field(default="build", metadata={
+        "help": "build: build docker/trainer.Dockerfile on each host (cached layers make it quick); "
+                "present: the image must be there; or a `docker save` archive to load"})
+    base_image: str = field(default="", metadata={
+        "help": "BASE_IMAGE build argument (empty: the Dockerfile's python:3.11-slim-bookworm)"})
+    wheelhouse: str = field(default="", metadata={
+        "help": "pip --find-links URL for the build, as the host reaches it, installing with --no-index "
+                "(air-gapped hosts; empty: the package index)"})
+    parallel: bool = field(default=True, metadata={
+        "help": "run on all servers at once (one training at a time per server); false: one after another"})
+    multi_node: bool = field(default=False, metadata={
+        "help": "one training per batch size over all servers as torchrun nodes (the first is the master)"})
+    master_port: int = field(default=29500, metadata={"help": "the master's port in a multi-node training"})
+
+    def validate(self) -> None:
+        require(bool(self.servers.strip()), "servers is required: a servers file (docs/LAUNCH.md)")
+        require(bool(self.data.strip()), "data is required: a prepare run id or a COCO json path")
+        _parse_batch_sizes(self.batch_sizes)
+        require(self.model in TRAIN_MODELS, f"model={self.model!r} must be one of {', '.join(TRAIN_MODELS)}")
+        require(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        require(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+                f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
+        try:
+            TrainConfig.from_strings({"data": self.data, **parse_train_options(self.train_options)})
+        except ConfigError as exc:
+            raise ConfigError(exc if "train_options" in str(exc)
+                              else f"train_options={self.train_options!r}: {exc}") from None
+        require(bool(self.experiment.strip()), "experiment must not be empty")
+        require(bool(self.image.strip()), "image must not be empty")
+        require(self.image_source in IMAGE_SOURCES or self.image_source.endswith((".tar", ".tar.gz")),
+                f"image_source={self.image_source!r} must be build, present or a .tar archive")
+        require(1 <= self.master_port <= 65535, f"master_port={self.master_port} must be in 1..65535")
+
+    def batch_size_list(self) -> list[int]:
+        return _parse_batch_sizes(self.batch_sizes)

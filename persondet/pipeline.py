@@ -89,9 +89,13 @@ class Runner:
         self.commit = commit
         self.study = Study()
 
-    def find_finished(self, entry_point: str, parameters: dict[str, str], digest: str):
+    def find_finished(self, entry_point: str, parameters: dict[str, str], digest: str,
+                      tags: dict[str, str] | None = None):
+        """The newest FINISHED run of ``entry_point`` with these parameters, input digest, code version
+        and ``tags`` (e.g. launch's server name), or None."""
         filters = [f"tags.`mlflow.project.entryPoint` = '{entry_point}'", "attributes.status = 'FINISHED'",
                    f"tags.`{INPUT_DIGEST_TAG}` = '{digest}'"]
+        filters += [f"tags.`{key}` = '{value}'" for key, value in (tags or {}).items()]
         if self.commit:
             filters.append(f"tags.`mlflow.source.git.commit` = '{self.commit}'")
         c = tracking.client()

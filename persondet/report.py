@@ -21,6 +21,7 @@ from typing import Any
 from persondet import tracking
 from persondet.config import ReportConfig
 from persondet.errors import PersondetError
+from persondet.servers import SERVER_TAG
 
 MIX_ORDER = {"coco": 0, "cuhk": 1, "coco+cuhk": 2}
 
@@ -78,6 +79,8 @@ def speed_table(train_runs) -> dict[tuple[str, int], float]:
         gpu = run.data.params.get("gpu_type", "?")
         count = run.data.params.get("gpu_count", "0")
         label = gpu if gpu == "cpu" or count in ("", "0") else f"{gpu} x{count}"
+        if run.data.tags.get(SERVER_TAG):  # a launch's run: the servers side by side
+            label = f"{run.data.tags[SERVER_TAG]}: {label}"
         values[(label, int(bs))].append(float(t))
     return {k: sum(v) / len(v) for k, v in values.items()}
 

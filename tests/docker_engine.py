@@ -44,8 +44,10 @@ DEBIAN_MIRROR = os.environ.get("PERSONDET_DEBIAN_MIRROR", "http://deb.debian.org
 BASE_PACKAGES = ("python3", "python3-venv", "git", "ca-certificates")
 BASE_IMAGE = f"persondet-test-base:{DEBIAN_SUITE}"
 BASE_VENV = "/opt/python"
-TEST_LABEL = "persondet.test"  # on every container the tests start (removed when the engine stops)
-WHEELHOUSE_PORT = 39871  # a fixed port keeps the build cache valid across sessions (the URL is a build arg)
+TEST_LABEL = "persondet.test"  # on every container run_container starts
+# The wheelhouse URL is a build argument, part of the build cache key: a fixed port per engine slot keeps
+# the cached layers valid from one session to the next.
+WHEELHOUSE_PORT = 39871
 TIMINGS: dict[str, float] = {}  # what took how long (seconds), printed at the end of the session
 
 
@@ -103,6 +105,11 @@ class DockerEngine:
         self._slot_lock = None
         self.data_root: Path | None = None
         self.run_dir: Path | None = None
+        self.slot = -1
+        # The same engine on tcp://127.0.0.1:<port> with TLS (client certificate required): ca.pem,
+        # cert.pem and key.pem in tls_dir are what a client needs.
+        self.tcp_url = ""
+        self.tls_dir: Path | None = None
 
     @property
     def base_url(self) -> str:
@@ -120,7 +127,7 @@ class DockerEngine:
             except BlockingIOError:
                 handle.close()
                 continue
-            self._slot_lock = handle
+            self._slot_lock, self.slot = handle, slot
             return self.cache / "engines" / str(slot)
         raise RuntimeError(f"all {self.max_slots} engine slots under {self.cache / 'engines'} are in use")
 
@@ -134,8 +141,13 @@ class DockerEngine:
         self.data_root.mkdir(parents=True, exist_ok=True)
         # unix socket paths are limited to 108 bytes: a short run directory
         self.run_dir = Path(tempfile.mkdtemp(prefix="pdt-", dir="/run" if os.access("/run", os.W_OK) else None))
+        self.tls_dir = self.run_dir / "tls"
+        _make_tls_files(self.tls_dir)
+        self.tcp_url = f"tcp://127.0.0.1:{_free_port()}"
         command = ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.run_dir / "exec"),
-                   "-H", self.base_url, "--pidfile", str(self.run_dir / "dockerd.pid"),
+                   "-H", self.base_url, "-H", self.tcp_url, "--tlsverify",
+                   "--tlscacert", str(self.tls_dir / "ca.pem"), "--tlscert", str(self.tls_dir / "server-cert.pem"),
+                   "--tlskey", str(self.tls_dir / "server-key.pem"), "--pidfile", str(self.run_dir / "dockerd.pid"),
                    "--bridge=none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
                    "--userland-proxy=false", "--log-level=warn"]
         with timed("dockerd start"), open(self.log_path, "ab") as log:
@@ -154,7 +166,9 @@ class DockerEngine:
                     self.stop()
                     raise RuntimeError(f"dockerd not answering after {timeout_s} s:\n{self.log_tail()}")
                 time.sleep(0.2)
-        self.remove_test_containers()  # left by a session that was killed
+        self.remove_containers()  # left by a session that was killed: this data-root is the tests' own
+        with contextlib.suppress(Exception):  # images replaced by later builds (GBs each)
+            self.client().images.prune(filters={"dangling": True})
         return self
 
     def client(self, timeout: int = 900):
@@ -162,9 +176,10 @@ class DockerEngine:
 
         return docker.DockerClient(base_url=self.base_url, timeout=timeout)
 
-    def remove_test_containers(self) -> int:
+    def remove_containers(self) -> int:
+        """Remove every container of this engine (tests' and launchers' alike); returns how many."""
         client = self.client()
-        containers = client.containers.list(all=True, filters={"label": TEST_LABEL})
+        containers = client.containers.list(all=True)
         for container in containers:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
@@ -173,7 +188,7 @@ class DockerEngine:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(Exception):
-                self.remove_test_containers()
+                self.remove_containers()
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=60)
@@ -181,7 +196,7 @@ class DockerEngine:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
         if self.run_dir is not None:
-            subprocess.run(["umount", "-R", "-l", str(self.run_dir / "exec")], capture_output=True)
+            _unmount_under(self.run_dir)  # dockerd leaves its netns mount behind
             shutil.rmtree(self.run_dir, ignore_errors=True)
         if self._slot_lock is not None:
             self._slot_lock.close()
@@ -192,6 +207,65 @@ class DockerEngine:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_tls_files(folder: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(mode=0o700)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(name, key, issuer, issuer_key, ca=False, usage=None, names=()):
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(name: str, data: bytes) -> None:
+        (folder / name).write_bytes(data)
+        os.chmod(folder / name, 0o600)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "persondet test CA")])
+    ca = certificate("persondet test CA", ca_key, ca_name, ca_key, ca=True)
+    write("ca.pem", ca.public_bytes(serialization.Encoding.PEM))
+    for prefix, usage, names in (
+            ("server-", ExtendedKeyUsageOID.SERVER_AUTH,
+             (x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"))),
+            ("", ExtendedKeyUsageOID.CLIENT_AUTH, ())):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = certificate(f"{prefix or 'client-'}persondet-test", key, ca_name, ca_key, usage=usage, names=names)
+        write(f"{prefix}cert.pem", cert.public_bytes(serialization.Encoding.PEM))
+        write(f"{prefix}key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+
+
+def _unmount_under(folder: Path) -> None:
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p.startswith(f"{folder}/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 # --- the base image -----------------------------------------------------------------------------------
@@ -330,6 +404,77 @@ def build_project_image(client, dockerfile: str, tag: str, base_image: str, whee
     finally:
         if log:
             log.close()
+
+
+class Harness:
+    """The session's engine, base image, wheelhouse server and project images, each made once, on first
+    use or by ``prepare_in_background`` (which starts them all while the other tests run)."""
+
+    def __init__(self, cache: Path = CACHE):
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._steps: dict[str, tuple[threading.Lock, list]] = {}
+        self._closers: list = []
+
+    def _once(self, key: str, make):
+        with self._lock:
+            lock, box = self._steps.setdefault(key, (threading.Lock(), []))
+        with lock:
+            if not box:
+                try:
+                    box.append((True, make()))
+                except BaseException as exc:  # noqa: BLE001 - handed to every caller of this step
+                    box.append((False, exc))
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def engine(self) -> DockerEngine:
+        def start() -> DockerEngine:
+            engine = DockerEngine(self.cache)
+            self._closers.append(engine.stop)
+            return engine.start()
+        return self._once("engine", start)
+
+    def base_image(self) -> str:
+        return self._once("base image", lambda: ensure_base_image(self.engine().client(), self.cache))
+
+    def wheelhouse_url(self) -> str:
+        def serve() -> str:
+            folder = ensure_wheelhouse(self.cache)
+            server = WheelhouseServer(folder, WHEELHOUSE_PORT + self.engine().slot).__enter__()
+            self._closers.append(server.close)
+            return server.url
+        return self._once("wheelhouse", serve)
+
+    def image(self, dockerfile: str, tag: str) -> str:
+        def build() -> str:
+            base, wheels = self.base_image(), self.wheelhouse_url()
+            log = self.engine().data_root.parent / f"build-{tag.replace(':', '_').replace('/', '_')}.log"
+            log.write_text("")
+            build_project_image(self.engine().client(), dockerfile, tag, base, wheels, log_path=log)
+            return tag
+        return self._once(f"image {tag}", build)
+
+    def prepare_in_background(self, images: list[tuple[str, str]]) -> None:
+        """Start everything now, in threads: the wheelhouse, the engine and base image, then the images
+        (each waits for both). A failure is kept for the fixture that asks for that step."""
+        def quietly(step, *args) -> None:
+            with contextlib.suppress(BaseException):
+                step(*args)
+
+        for step, args in [(self.wheelhouse_url, ()), (self.base_image, ())] + [(self.image, i) for i in images]:
+            threading.Thread(target=quietly, args=(step, *args), daemon=True).start()
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                close()
+        self._closers.clear()
+
+
+HARNESS = Harness()
 
 
 def run_container(client, image: str, command, **kwargs):

@@ -265,7 +265,7 @@ def test_the_images_install_the_pyproject_requirements_at_the_constrained_versio
         spec = next(d for d in _pyproject_dependencies() if re.match(rf"{re.escape(package)}\b", d))
         assert f'"{spec}"' in server_file, f"server.Dockerfile must install {spec!r} like pyproject.toml"
     trainer_file = (ROOT / "docker" / "trainer.Dockerfile").read_text()
-    assert "docker/constraints.txt" in trainer_file and "pip install -c constraints.txt" in trainer_file
+    assert "docker/constraints.txt" in trainer_file and "pip install -c constraints.txt -r" in trainer_file
 
 
 def test_the_mlflow_floor_excludes_the_releases_with_known_auth_bypasses():

@@ -10,7 +10,8 @@ import pytest
 
 from docker_engine import run_container, wait_container
 
-pytestmark = [pytest.mark.containers, pytest.mark.slow]
+# the first test to ask for an image waits for its build (minutes when the cache is cold)
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.containers, pytest.mark.slow]
 
 
 def test_containers_use_host_networking_and_reach_a_loopback_service(docker_client, docker_base_image,
@@ -59,3 +60,21 @@ def test_server_image_has_mlflow_auth_and_the_postgres_driver(docker_client, ser
         container.remove(force=True)
     assert code == 0, logs
     assert docker_client.images.get(server_image).attrs["Config"]["User"] == "mlflow"
+
+
+def test_an_image_archive_is_loaded_through_the_api(docker_client, docker_base_image, tmp_path):
+    from persondet.images import has_image, load_image
+
+    tag = "persondet-load-test:1"
+    docker_client.images.get(docker_base_image).tag(tag)
+    archive = tmp_path / "image.tar"
+    with open(archive, "wb") as f:
+        for chunk in docker_client.images.get(tag).save(named=True):
+            f.write(chunk)
+    docker_client.images.remove(tag)
+    assert not has_image(docker_client, tag)
+    try:
+        assert tag in load_image(docker_client, str(archive))
+        assert has_image(docker_client, tag)
+    finally:
+        docker_client.images.remove(tag)

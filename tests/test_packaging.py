@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTRACT_ENTRY_POINTS = {"prepare", "train", "evaluate", "promote", "tune", "report", "main"}
+CONTRACT_ENTRY_POINTS = {"prepare", "train", "evaluate", "promote", "tune", "report", "launch", "main"}
 
 
 def _pyproject_dependencies() -> list[str]:
@@ -84,7 +84,7 @@ def test_mlproject_parameters_are_config_fields_under_the_same_name():
 
     classes = {"main": config.MainConfig, "prepare": config.PrepareConfig, "train": config.TrainConfig,
                "evaluate": config.EvaluateConfig, "promote": config.PromoteConfig,
-               "tune": config.TuneConfig, "report": config.ReportConfig}
+               "tune": config.TuneConfig, "report": config.ReportConfig, "launch": config.LaunchConfig}
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     for name, spec in project["entry_points"].items():
         fields = {f.name for f in dataclasses.fields(classes[name])}
