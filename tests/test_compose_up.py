@@ -33,7 +33,6 @@ pytestmark = [pytest.mark.containers, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILES = ("docker-compose.yml", "tests/compose/docker-compose.hostnet.yml")
 POSTGRES_IMAGE = "persondet-test-postgres:15"
-SERVER_IMAGE = "persondet-mlflow-server:latest"
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +44,16 @@ def compose_tool() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack_images(docker_client, docker_base_image):
-    """The MLflow server image (docker/server.Dockerfile, from a wheelhouse of only what it installs) and
-    the PostgreSQL stand-in, built through the Engine API on the local base image."""
-    import tomllib
+def stack_images(server_image, docker_client, docker_base_image):
+    """The MLflow server image (docker/server.Dockerfile, built by the harness from its wheelhouse at the
+    versions of docker/constraints.txt) and the PostgreSQL stand-in, built through the Engine API."""
+    from docker_engine import timed
+    from persondet.images import build_image
 
-    from docker_engine import WheelhouseServer, build_project_image, ensure_wheelhouse, timed
-    from persondet.images import SERVER_DOCKERFILE, build_image
-
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        project = tomllib.load(f)
-    needed = list(project["build-system"]["requires"]) + [
-        d for d in project["project"]["dependencies"] if d.startswith(("mlflow", "psycopg2"))]
-    with WheelhouseServer(ensure_wheelhouse(requirements=needed)) as wheelhouse:
-        build_project_image(docker_client, SERVER_DOCKERFILE, SERVER_IMAGE, docker_base_image, wheelhouse.url)
     with timed(f"image build: {POSTGRES_IMAGE}"):  # apt-get from the Debian mirror, host networking
         build_image(docker_client, "tests/compose/postgres.Dockerfile", POSTGRES_IMAGE,
                     {"BASE_IMAGE": docker_base_image}, network_mode="host", where="test engine")
-    return SERVER_IMAGE, POSTGRES_IMAGE
+    return server_image, POSTGRES_IMAGE
 
 
 class Stack:
