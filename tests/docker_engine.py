@@ -485,6 +485,18 @@ def run_container(client, image: str, command, **kwargs):
     return client.containers.run(image, command, detach=True, network_mode="host", labels=labels, **kwargs)
 
 
+def run_to_end(client, image: str, command, timeout_s: float = 600, **kwargs):
+    """``run_container``, wait for it to exit, remove it; returns (exit status, log, the container's
+    configuration as it ran: ``attrs``)."""
+    container = run_container(client, image, command, **kwargs)
+    try:
+        code, logs = wait_container(container, timeout_s)
+        container.reload()
+        return code, logs, container.attrs
+    finally:
+        container.remove(force=True)
+
+
 def wait_container(container, timeout_s: float = 600) -> tuple[int, str]:
     """Wait for a container to exit; returns its exit status and its whole log (stdout and stderr)."""
     result = container.wait(timeout=timeout_s)
