@@ -335,9 +335,6 @@ def project_requirements() -> list[str]:
 def ensure_wheelhouse(cache: Path = CACHE, requirements: list[str] | None = None) -> Path:
     """A folder of wheels for ``requirements`` (default: the project's), made once with ``pip download``."""
     requirements = requirements or project_requirements()
-    if sys.version_info[:2] != (3, 11):
-        raise EngineUnavailable("the wheelhouse is downloaded for the image's python 3.11; "
-                                f"this is python {sys.version_info.major}.{sys.version_info.minor}")
     constraints = ROOT / "docker" / "constraints.txt"  # the versions the images install (-c)
     key = hashlib.sha256("\n".join(requirements + [constraints.read_text()]).encode()).hexdigest()[:12]
     target = cache / f"wheelhouse-{key}"
@@ -346,7 +343,12 @@ def ensure_wheelhouse(cache: Path = CACHE, requirements: list[str] | None = None
             return target
         with timed("wheelhouse: pip download"), tempfile.TemporaryDirectory(dir=cache) as tmp:
             folder = Path(tmp) / "wheels"
-            _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(folder),
+            # for the image (Debian bookworm's python 3.11), whatever python runs the tests; pip takes
+            # platform tags literally, so every manylinux tag the wheels use is listed
+            platforms = [f"manylinux_2_{v}_x86_64" for v in range(5, 29)] + [
+                "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+            _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version",
+                  "3.11", *(f"--platform={tag}" for tag in platforms), "-d", str(folder),
                   "-c", str(constraints), *requirements], "pip download")
             os.replace(folder, target)
     return target
@@ -482,6 +484,18 @@ def run_container(client, image: str, command, **kwargs):
     returns it running (detached). Keyword arguments go to ``client.containers.run``."""
     labels = {TEST_LABEL: "1", **kwargs.pop("labels", {})}
     return client.containers.run(image, command, detach=True, network_mode="host", labels=labels, **kwargs)
+
+
+def run_to_end(client, image: str, command, timeout_s: float = 600, **kwargs):
+    """``run_container``, wait for it to exit, remove it; returns (exit status, log, the container's
+    configuration as it ran: ``attrs``)."""
+    container = run_container(client, image, command, **kwargs)
+    try:
+        code, logs = wait_container(container, timeout_s)
+        container.reload()
+        return code, logs, container.attrs
+    finally:
+        container.remove(force=True)
 
 
 def wait_container(container, timeout_s: float = 600) -> tuple[int, str]:

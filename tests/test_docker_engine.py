@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from docker_engine import run_container, wait_container
+from docker_engine import run_to_end
 
 # the first test to ask for an image waits for its build (minutes when the cache is cold)
 pytestmark = [pytest.mark.timeout(2400), pytest.mark.containers, pytest.mark.slow]
@@ -18,14 +18,10 @@ def test_containers_use_host_networking_and_reach_a_loopback_service(docker_clie
                                                                      wheelhouse_url):
     fetch = ("import urllib.request; "
              f"print(urllib.request.urlopen({wheelhouse_url!r}, timeout=10).read().decode().count('torch-2.14.1'))")
-    container = run_container(docker_client, docker_base_image, ["python", "-c", fetch])
-    try:
-        code, logs = wait_container(container, 120)
-    finally:
-        container.remove(force=True)
+    code, logs, attrs = run_to_end(docker_client, docker_base_image, ["python", "-c", fetch], 120)
     assert code == 0, logs
     assert logs.split()[-1] == "2"  # the wheel's link and name: the host's loopback reached from inside
-    assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+    assert attrs["HostConfig"]["NetworkMode"] == "host"
 
 
 def test_no_bridge_network_is_set_up(docker_client):
@@ -38,11 +34,7 @@ def test_trainer_image_runs_persondet_with_the_pinned_torch_and_keeps_no_build_a
                                                                                      trainer_image):
     probe = ("import torch, torchvision, mlflow, docker, persondet.training; "
              "print(torch.__version__.split('+')[0], torchvision.__version__.split('+')[0])")
-    container = run_container(docker_client, trainer_image, ["python", "-c", probe])
-    try:
-        code, logs = wait_container(container, 300)
-    finally:
-        container.remove(force=True)
+    code, logs, _ = run_to_end(docker_client, trainer_image, ["python", "-c", probe], 300)
     assert code == 0, logs
     assert logs.split()[-2:] == ["2.14.1", "0.29.1"]
     image = docker_client.images.get(trainer_image)
@@ -53,11 +45,7 @@ def test_trainer_image_runs_persondet_with_the_pinned_torch_and_keeps_no_build_a
 
 def test_server_image_has_mlflow_auth_and_the_postgres_driver(docker_client, server_image):
     probe = "import mlflow, psycopg2, persondet.server, mlflow.server.auth; print(mlflow.__version__)"
-    container = run_container(docker_client, server_image, ["python", "-c", probe])
-    try:
-        code, logs = wait_container(container, 300)
-    finally:
-        container.remove(force=True)
+    code, logs, _ = run_to_end(docker_client, server_image, ["python", "-c", probe], 300)
     assert code == 0, logs
     assert docker_client.images.get(server_image).attrs["Config"]["User"] == "mlflow"
 

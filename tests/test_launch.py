@@ -130,16 +130,18 @@ def test_an_engine_that_does_not_answer_is_one_line_naming_the_host():
     assert text.startswith(f"server away ({server.url}): the Docker Engine does not answer") and "\n" not in text
 
 
-def test_report_speed_table_shows_launch_runs_by_server(tmp_path, monkeypatch):
+def test_report_speed_table_shows_launch_runs_by_server(tmp_path):
     import mlflow
 
     from persondet.report import speed_table
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("speed")
     for server, t in (("v100x4", 1.4), ("a100x4", 1.0), (None, 2.0)):
-        with mlflow.start_run(tags={"persondet.server": server} if server else {}):
-            mlflow.log_params({"gpu_type": "NVIDIA A100-SXM4-40GB", "gpu_count": 4, "batch_size": 8})
-            mlflow.log_metric("time_per_iter_s", t)
-    runs = mlflow.search_runs(output_format="list")
+        run = client.create_run(experiment, tags={"persondet.server": server} if server else {}).info.run_id
+        for key, value in {"gpu_type": "NVIDIA A100-SXM4-40GB", "gpu_count": "4", "batch_size": "8"}.items():
+            client.log_param(run, key, value)
+        client.log_metric(run, "time_per_iter_s", t)
+    runs = client.search_runs([experiment])
     assert speed_table(runs) == {("v100x4: NVIDIA A100-SXM4-40GB x4", 8): 1.4,
                                  ("a100x4: NVIDIA A100-SXM4-40GB x4", 8): 1.0, ("NVIDIA A100-SXM4-40GB x4", 8): 2.0}
