@@ -18,9 +18,11 @@ from persondet.datasets import image_path, is_person_box, recorded_roots
 
 
 def relative_sizes(dataset: dict) -> dict[str, list[float]]:
-    """Per source: box area / image area of every person (crowd and ignore regions left out)."""
+    """Per source: box area / image area of every person (crowd and ignore regions left out).  Every source
+    a prepared set records is there, in its order, even one whose images were all left out."""
     images = {im["id"]: im for im in dataset["images"]}
-    sizes: dict[str, list[float]] = {im.get("source", "coco"): [] for im in dataset["images"]}
+    sizes: dict[str, list[float]] = {name: [] for name in recorded_roots(dataset) or {}}
+    sizes.update({im.get("source", "coco"): [] for im in dataset["images"] if im.get("source", "coco") not in sizes})
     for ann in dataset["annotations"]:
         if not is_person_box(ann):
             continue
