@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from persondet.configbase import ConfigBase, ConfigError, require, setting
-from persondet.datasets import CUHK_SPLITS, mix_problem
+from persondet.datasets import (CITYPERSONS_SPLITS, CITYPERSONS_SUBSETS, CROWDHUMAN_BOXES, CROWDHUMAN_SPLITS,
+                                CUHK_SPLITS, mix_problem)
 from persondet.model_names import MODEL_CHOICES, REGISTERED_MODEL
 from persondet.server import redact
 
@@ -29,19 +30,33 @@ DEFAULT_MIXES = ("coco", "cuhk", "coco+cuhk")  # the seed study's three mixes
 
 @dataclass(frozen=True)
 class PrepareConfig(ConfigBase):
-    """Read COCO and CUHK-SYSU in their original layouts, convert them to COCO format, merge the chosen
-    mix, describe it (statistics, relative-size plot, annotation check images) and log it as a prepare run
-    whose prepared/train.json the train step reads."""
+    """Read the sources of a mix (COCO, CUHK-SYSU, CityPersons, CrowdHuman) in their original layouts,
+    convert them to COCO format, merge them, describe the result (statistics, relative-size plot,
+    annotation check images) and log it as a prepare run whose prepared/train.json the train step reads."""
 
     coco_root: str = setting("", "COCO 2017 root (annotations/instances_<coco_split>.json and "
                              "<coco_split>/*.jpg); empty: the built-in demo data")
     cuhk_root: str = setting("", "CUHK-SYSU root (annotation/Images.mat, Person.mat, pool.mat and "
                              "Image/SSM/); empty: the built-in demo data")
+    citypersons_root: str = setting("", "CityPersons root (annotations/anno_<citypersons_split>.mat and "
+                                    "leftImg8bit/<citypersons_split>/<city>/); empty: the built-in demo data "
+                                    "(generated when first used)")
+    crowdhuman_root: str = setting("", "CrowdHuman root (annotation_<crowdhuman_split>.odgt and Images/); "
+                                   "empty: the built-in demo data (generated when first used)")
     mix: str = setting("coco+cuhk", "the sources merged into the prepared set: one source or several joined by "
-                       "+, e.g. coco, cuhk, coco+cuhk (any + combination of the registered sources)")
+                       "+, e.g. coco, cuhk, coco+cuhk, coco+cuhk+citypersons+crowdhuman (any + combination of "
+                       "the registered sources)")
     cuhk_split: Literal[CUHK_SPLITS] = setting("all", "the CUHK-SYSU images used: its train or test split "
                                                "(the test split is pool.mat's test pool), or all (pool included)")
     coco_split: str = setting("train2017", "the COCO split read (train2017, val2017)")
+    citypersons_split: Literal[CITYPERSONS_SPLITS] = setting("train", "the CityPersons split read (train, val)")
+    citypersons_subset: Literal[CITYPERSONS_SUBSETS] = setting(
+        "all", "CityPersons persons: all = pedestrians, riders, sitting and other persons (groups: crowd "
+        "regions, label 0: ignore regions); reasonable = only pedestrians >= 50 px tall and >= 65 % visible, "
+        "every other box an ignore region")
+    crowdhuman_split: Literal[CROWDHUMAN_SPLITS] = setting("train", "the CrowdHuman split read (train, val)")
+    crowdhuman_box: Literal[CROWDHUMAN_BOXES] = setting("fbox", "the CrowdHuman person box: fbox (full body, "
+                                                        "clipped to the image) or vbox (the visible part)")
     output_dir: str = setting("", "also write the prepared files into this folder (renamed into place when "
                               "complete); empty: only the run's artifacts", log=False)
     check_images: int = setting(4, "images per source drawn with their boxes under checks/")
@@ -204,9 +219,10 @@ class EvaluateConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class PromoteConfig(ConfigBase):
-    """Promote the best merged-data (coco and cuhk) version of the registered model on one test set: when
-    it beats the current champion there it gets the stage Production (the previous holder archived) and the
-    alias champion; the decision table is logged to a promote run. Running it again changes nothing."""
+    """Promote the best merged-data version (trained on a mix of at least two sources, e.g. coco+cuhk) of
+    the registered model on one test set: when it beats the current champion there it gets the stage
+    Production (the previous holder archived) and the alias champion; the decision table is logged to a
+    promote run. Running it again changes nothing."""
 
     metric: str = setting("AP50", "the metric compared, read from training runs as <test_name>/<metric>; "
                           "higher is better, a tie keeps the older version")
@@ -247,6 +263,10 @@ class MainConfig(ConfigBase):
 
     coco_root: str = setting("", "COCO 2017 root; empty: the built-in demo data")
     cuhk_root: str = setting("", "CUHK-SYSU root; empty: the built-in demo data")
+    citypersons_root: str = setting("", "CityPersons root, for mixes naming citypersons; empty: the built-in "
+                                    "demo data")
+    crowdhuman_root: str = setting("", "CrowdHuman root, for mixes naming crowdhuman; empty: the built-in demo "
+                                   "data")
     test_annotations: str = setting("", "the in-house COCO-format test set; empty: the built-in demo "
                                     "in-house set")
     test_images: str = setting("", "its image folder; empty: the annotation file's folder")
