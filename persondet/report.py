@@ -21,6 +21,7 @@ from typing import Any
 from persondet.config import PrepareConfig, ReportConfig
 from persondet.datasets import BASELINE_MIX, SOURCES, is_merged, mix_name, mix_problem, mix_sort_key
 from persondet.errors import PersondetError
+from persondet.servers import SERVER_TAG
 from persondet.tracking import open_run
 from persondet.tracking.search import download_artifact, get_run, search_runs
 
@@ -88,6 +89,8 @@ def speed_table(train_runs) -> dict[tuple[str, int], float]:
         gpu = run.data.params.get("gpu_type", "?")
         count = run.data.params.get("gpu_count", "0")
         label = gpu if gpu == "cpu" or count in ("", "0") else f"{gpu} x{count}"
+        if run.data.tags.get(SERVER_TAG):  # a launch's run: the servers side by side
+            label = f"{run.data.tags[SERVER_TAG]}: {label}"
         values[(label, int(bs))].append(float(t))
     return {k: sum(v) / len(v) for k, v in values.items()}
 
