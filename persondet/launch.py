@@ -340,8 +340,13 @@ def _quietly(action) -> None:
 
 
 def _remove(containers) -> None:
-    for container in containers:
-        _quietly(lambda: container.remove(force=True))
+    """Force-remove the containers side by side (each removal waits for its engine to kill the process)."""
+    removals = [threading.Thread(target=_quietly, args=(lambda c=c: c.remove(force=True),), daemon=True)
+                for c in containers]
+    for thread in removals:
+        thread.start()
+    for thread in removals:
+        thread.join()
 
 
 def _input_digest(data: str) -> str:
