@@ -47,10 +47,19 @@ class Source:
     options: tuple[str, ...]  # the prepare settings its reader takes, by name
     reader: Callable[..., tuple[Any, dict]]  # reader(root, **options) -> (SourceSet, counts)
     demo_root: Callable[[int], Path]  # demo_root(seed): the root of its demo copy (generated once)
+    check: Callable[..., None] | None = None  # check(root, **options): a cheap look at the layout, or None
 
     def read(self, root: Path, settings: Any) -> tuple[Any, dict]:
         """Read this source from ``root``, its options taken from ``settings`` (a PrepareConfig)."""
         return self.reader(root, **{name: getattr(settings, name) for name in self.options})
+
+    def check_root(self, root: Path, settings: Any) -> None:
+        """Before a study starts (``main``): ``root`` is a folder and, in seconds, holds this source's layout
+        (annotation files present, their headers readable); the full read is ``prepare``'s."""
+        if not root.is_dir():
+            raise PersondetError(f"{self.root_param}={str(root)!r}: folder not found")
+        if self.check is not None:
+            self.check(root, **{name: getattr(settings, name) for name in self.options})
 
 
 SOURCES: dict[str, Source] = {}
@@ -83,9 +92,9 @@ def _demo(attribute: str) -> Callable[[int], Path]:
 
 
 register(Source("coco", "coco_root", ("coco_split",), _imported("persondet.prepare", "read_coco_source"),
-                _demo("coco_root")))
+                _demo("coco_root"), _imported("persondet.prepare", "check_coco_root")))
 register(Source("cuhk", "cuhk_root", ("cuhk_split",), _imported("persondet.prepare", "read_cuhk_source"),
-                _demo("cuhk_root")))
+                _demo("cuhk_root"), _imported("persondet.prepare", "check_cuhk_root")))
 
 
 # ------------------------------------------------------------------------------------------------- mixes

@@ -64,10 +64,10 @@ def test_report_rebuilds_the_study(tmp_path, monkeypatch):
     def no_inference(*args, **kwargs):
         raise AssertionError("report must draw the detections evaluate logged, not infer again")
 
-    import persondet.evaluation
+    import persondet.inference
     import persondet.tracking.models
 
-    monkeypatch.setattr(persondet.evaluation, "detect", no_inference)
+    monkeypatch.setattr(persondet.inference, "predict", no_inference)
     monkeypatch.setattr(persondet.tracking.models, "load_pytorch_model", no_inference)
     result = report(ReportConfig(output_dir=str(tmp_path / "out"), examples=2))
     assert result["test_name"] == "inhouse"
