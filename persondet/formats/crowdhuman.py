@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from persondet.datasets import CROWDHUMAN_BOXES, CROWDHUMAN_SPLITS
 from persondet.errors import PersondetError
 from persondet.formats.imagefiles import image_sizes
 from persondet.formats.merge import SourceSet
@@ -33,8 +34,8 @@ except ImportError:  # the json path reads the same files, slower
     msgspec = None
 
 NAME = "crowdhuman"
-SPLITS = ("train", "val")
-BOXES = ("fbox", "vbox")  # the person box a record takes: full body (default) or visible part
+SPLITS = CROWDHUMAN_SPLITS
+BOXES = CROWDHUMAN_BOXES  # the person box a record takes: full body (default) or visible part
 TAGS = ("person", "mask")
 IMAGE_DIR = "Images"
 _INF = math.inf
@@ -274,3 +275,22 @@ def read_crowdhuman(root: str | Path, split: str = "train", box: str = "fbox",
     out_images, annotations, counts = to_records(images, sizes, box, where=path)
     return SourceSet(NAME, root, out_images, annotations), counts
 
+
+
+def check_root(root: str | Path, split: str = "train", box: str = "fbox") -> None:
+    """In seconds, before a study: ``annotation_<split>.odgt`` is there and its first line is a JSON object,
+    the image folder exists; the full read is ``prepare``'s."""
+    if split not in SPLITS:
+        raise PersondetError(f"crowdhuman_split={split!r} must be one of {', '.join(SPLITS)}")
+    if box not in BOXES:
+        raise PersondetError(f"crowdhuman_box={box!r} must be one of {', '.join(BOXES)}")
+    path = annotation_path(root, split)
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20).strip()
+    except OSError as exc:
+        raise OdgtFormatError(f"{path}: cannot read the annotation file ({exc.strerror})") from None
+    if not first.startswith(b"{"):
+        raise OdgtFormatError(f"{path}: line 1 is not a JSON object (an .odgt file has one per line)")
+    if not (Path(root) / IMAGE_DIR).is_dir():
+        raise PersondetError(f"crowdhuman_root={str(root)!r}: no image folder {IMAGE_DIR}/")
