@@ -189,14 +189,17 @@ def person_category_id(categories: Sequence[Any], wanted: str | int = "person", 
 
 
 # ------------------------------------------------------------------------------------------- person boxes
-def is_person_box(annotation: Mapping[str, Any]) -> bool:
-    """A box around one person (a training box, an ``object`` in the statistics): neither a crowd region
-    (``iscrowd: 1``) nor an ignore region (``ignore: 1``, or ``extra.ignore: 1`` as CrowdHuman-style files
-    nest it)."""
-    if annotation.get("iscrowd", 0) or annotation.get("ignore", 0):
-        return False
+def is_ignore_region(annotation: Mapping[str, Any]) -> bool:
+    """A region that must not be scored or learnt: ``ignore: 1`` (CityPersons' convention), or
+    ``extra.ignore: 1`` as CrowdHuman-style files nest it."""
     extra = annotation.get("extra")
-    return not (isinstance(extra, Mapping) and extra.get("ignore", 0))
+    return bool(annotation.get("ignore", 0)) or (isinstance(extra, Mapping) and bool(extra.get("ignore", 0)))
+
+
+def is_person_box(annotation: Mapping[str, Any]) -> bool:
+    """A box around one person (a training box, an ``object`` in the statistics and in evaluation): neither
+    a crowd region (``iscrowd: 1``) nor an ignore region (``is_ignore_region``)."""
+    return not annotation.get("iscrowd", 0) and not is_ignore_region(annotation)
 
 
 # ---------------------------------------------------------------------------------------------- image paths

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from persondet.config import EvaluateConfig
-from persondet.datasets import image_path, person_category_id, recorded_roots
+from persondet.datasets import image_path, is_person_box, person_category_id, recorded_roots
 from persondet.errors import PersondetError
-from persondet.metrics import HEADLINE, coco_metrics, is_ignore_region, precision_recall_at_iou50, region_counts
+from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50, region_counts
 from persondet.tracking import RunHandle, open_run
 from persondet.tracking.models import load_pytorch_model
 from persondet.tracking.registry import training_run_of
@@ -250,8 +250,7 @@ def test_set_stats(test_set: TestSet) -> dict[str, Any]:
     box area / image area over them), crowd and ignore regions (``metrics.region_counts``)."""
     size = {im["id"]: (im.get("width") or 0) * (im.get("height") or 0) for im in test_set.dataset["images"]}
     rel = [ann["bbox"][2] * ann["bbox"][3] / size[ann["image_id"]] for ann in test_set.dataset["annotations"]
-           if ann.get("category_id") == test_set.category_id and not ann.get("iscrowd")
-           and not is_ignore_region(ann) and size.get(ann["image_id"])]
+           if ann.get("category_id") == test_set.category_id and is_person_box(ann) and size.get(ann["image_id"])]
     return {"images": len(test_set.image_paths), **region_counts(test_set.dataset, test_set.category_id),
             "avg_rel_size": sum(rel) / len(rel) if rel else 0.0}
 

@@ -19,6 +19,8 @@ import contextlib
 import io
 from typing import Any, Iterable, Mapping, Sequence
 
+from persondet.datasets import is_ignore_region
+
 # Order and names of COCOeval.stats for iouType="bbox" (pycocotools cocoeval.py, summarize()).
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
@@ -27,22 +29,17 @@ BACKENDS = ("pycocotools", "faster-coco-eval")
 DEFAULT_BACKEND = "faster-coco-eval"
 
 
-def is_ignore_region(ann: Mapping[str, Any]) -> bool:
-    """An annotation flagged ``ignore`` (top level, or nested in ``extra`` as some tools write it)."""
-    extra = ann.get("extra")
-    return bool(ann.get("ignore")) or (isinstance(extra, Mapping) and bool(extra.get("ignore")))
-
-
 def region_counts(dataset: Mapping[str, Any], category_id: int) -> dict[str, int]:
-    """Annotations of ``category_id`` scored as objects, and those that are crowd or ignore regions."""
+    """Annotations of ``category_id`` scored as objects, and those that are crowd or ignore regions (one
+    flagged both is a crowd region, as ``stats.dataset_stats`` counts it)."""
     counts = {"objects": 0, "crowd_regions": 0, "ignore_regions": 0}
     for ann in dataset.get("annotations", []):
         if ann.get("category_id") != category_id:
             continue
-        if is_ignore_region(ann):
-            counts["ignore_regions"] += 1
-        elif ann.get("iscrowd"):
+        if ann.get("iscrowd", 0):
             counts["crowd_regions"] += 1
+        elif is_ignore_region(ann):
+            counts["ignore_regions"] += 1
         else:
             counts["objects"] += 1
     return counts
