@@ -4,9 +4,9 @@ The model runs through ``inference.predict`` (on CUDA when there is one; the res
 batch size); a detector trained elsewhere is scored from its COCO results file (``detections``, read by
 ``results.read_detections``; the images are then not needed).  Ignore regions are neither hits nor misses
 (``metrics``).  Logs an evaluation run (metrics, COCO results file, the test set's statistics,
-precision-recall curve at IoU 0.5, example images) and adds ``<test_name>/AP50`` ..., the test set digest and the evaluation run's id to the model's training
-run (``evaluate`` is the one writer of those), so the MLflow UI compares training runs directly and
-``report`` finds the logged detections.  A leakage guard flags test images that were also training images.
+precision-recall curve at IoU 0.5, example images) and adds ``<test_name>/AP50`` ..., the test set digest
+and the evaluation run's id to the model's training run (``evaluate`` is the one writer of those), so the
+MLflow UI compares training runs directly and ``report`` finds the logged detections.  A leakage guard flags test images that were also training images.
 """
 
 from __future__ import annotations

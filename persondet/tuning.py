@@ -110,7 +110,8 @@ class Objective:
         c = self.config
         return TrainConfig(
             data=self.data, val_annotations=self.val_annotations, val_images=self.val_images,
-            model=c.model, weights_backbone=c.weights_backbone, epochs=c.epochs, max_iters_per_epoch=c.max_iters_per_epoch, workers=c.workers,
+            model=c.model, weights_backbone=c.weights_backbone, epochs=c.epochs,
+            max_iters_per_epoch=c.max_iters_per_epoch, workers=c.workers,
             register=False, seed=seed, raw={"lr": f"{settings['lr']:.6g}"}, **settings)
 
     def __call__(self, trial) -> float:

@@ -295,7 +295,8 @@ def test_ignore_regions_are_neither_hits_nor_misses_and_are_counted(env, tmp_pat
     # a detection on an ignore region is no false alarm either
     oracle += [{"image_id": persons[0]["image_id"], "category_id": 3, "bbox": persons[0]["bbox"], "score": 0.95}]
     (tmp_path / "oracle.json").write_text(json.dumps(oracle))
-    result = evaluate(EvaluateConfig(detections=str(tmp_path / "oracle.json"), test_annotations=str(tmp_path / "ignored.json"),
+    result = evaluate(EvaluateConfig(detections=str(tmp_path / "oracle.json"),
+                                     test_annotations=str(tmp_path / "ignored.json"),
                                      test_images=str(env["images"]), person_category="pedestrian", examples=1))
     assert result["metrics"]["AP50"] == 1.0 and result["metrics"]["AR100"] == 1.0
     assert result["ignore_regions"] == 2

@@ -65,6 +65,7 @@ def test_the_person_category_is_checked_before_anything_runs(study):
     ({"coco_root": "{root}"}, "coco_root=.*cannot read .*instances_train2017.json"),
     ({"mixes": "coco+cuhk", "cuhk_root": "{citypersons}"}, "Images.mat"),
     ({"mixes": "coco+citypersons", "citypersons_root": "{citypersons}"}, "citypersons_root=.*no image folder"),
+    ({"mixes": "coco+crowdhuman", "crowdhuman_root": "{root}"}, "annotation_train.odgt: cannot read"),
     ({"test_annotations": "{root}/missing.json"}, "missing.json"),
     ({"nproc": "4"}, "batch_size=2 must be divisible"),
     ({"weights_backbone": "{root}/resnet.pth", "model": "fasterrcnn_resnet50_fpn"},
