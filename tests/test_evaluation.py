@@ -319,3 +319,10 @@ def test_the_device_is_chosen_and_logged(env):
     if not torch.cuda.is_available():
         with pytest.raises(PersondetError, match="device=cuda but no CUDA device is visible"):
             evaluate(_config(env, model_uri=f"runs:/{env['run_id']}/model", device="cuda"))
+
+
+def test_evaluate_logs_the_same_metrics_at_batch_1_and_8(env):
+    """The step itself (its mixed-size test set resizes to several shapes): batch size changes nothing."""
+    runs = [evaluate(_config(env, model_uri=f"runs:/{env['run_id']}/model", examples=0, batch_size=b,
+                             log_to_training_run=False, workers=0)) for b in (1, 8)]
+    assert runs[0]["metrics"] == runs[1]["metrics"] and runs[0]["detections"] == runs[1]["detections"] > 0
