@@ -11,12 +11,12 @@ import torch
 
 from persondet.config import TrainConfig
 from persondet.distributed import get_rank, get_world_size
-from persondet.model_names import REGISTERED_MODEL, resolve_model
+from persondet.model_names import REGISTERED_MODEL
 from persondet.tracking import RunHandle, open_run
 from persondet.tracking.models import log_detector
 from persondet.training import checkpoint
-from persondet.training.build import (TrainingData, build_recipe, distributed_model, hardware, load_data,
-                                      process_group, setup_device)
+from persondet.training.build import (Start, TrainingData, build_recipe, distributed_model, hardware, load_data,
+                                      process_group, setup_device, starting_point)
 from persondet.training.loop import EpochCallback, Progress, StopRequested, fit
 
 LOCAL_ONLY = ("resume", "checkpoint_dir", "device")  # settings of this machine, not of the training
@@ -33,9 +33,10 @@ def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
     """
     with process_group(config):
         device = setup_device(config)
+        start = starting_point(config, device)  # before the data: a backbone download that fails, fails first
+        model_name = start.model_name
         data = load_data(config, device)
-        model_name = resolve_model(config.model, cuda=device.type == "cuda")
-        recipe = build_recipe(config, model_name, device, data.iters_per_epoch)
+        recipe = build_recipe(config, start, device, data.iters_per_epoch)
         resumed = checkpoint.Resumed()
         if config.resume:
             resumed = checkpoint.restore(config.resume, model_name, data.iters_per_epoch, recipe.detector,
@@ -47,20 +48,24 @@ def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
                       run_name=f"train-{model_name}-{data.mix}-bs{config.batch_size}",
                       stopped=lambda exc: exc in stopped or isinstance(exc, StopRequested)) as run:
             if not config.resume:
-                run.log_params(training_params(config, data, model_name, device))
+                run.log_params(training_params(config, data, start, recipe.detector, device))
             progress = fit(run, config, model, recipe, data, device, model_name, resumed, on_epoch_end, stopped)
             _write_weights_digest(recipe.detector)
             results = final_metrics(progress, config, device)
             run.log_metrics({k: v for k, v in results.items() if k not in progress.epoch_metrics})
-            log_model(run, recipe.detector, config, data, device)
+            log_model(run, recipe.detector, config, data, device, start)
         return results
 
 
-def training_params(config: TrainConfig, data: TrainingData, model_name: str, device: torch.device) -> dict:
+def training_params(config: TrainConfig, data: TrainingData, start: Start, detector: torch.nn.Module,
+                    device: torch.device) -> dict:
     """The run's parameters: the config as typed (``model`` stays ``auto``: ``mlflow run`` has logged it
-    already; ``model_resolved`` is what was built) and what the training derived from it."""
+    already) and what the training derived from it, resolved values as ``<name>_resolved`` (the model
+    built, its backbone initialisation, its input size)."""
     gpu_type, gpu_count = hardware(device)
-    params = {**config.to_params(), "model_resolved": model_name, "gpu_type": gpu_type, "gpu_count": gpu_count,
+    params = {**config.to_params(), "model_resolved": start.model_name,
+              "weights_backbone_resolved": start.weights_backbone, **input_size(detector),
+              "gpu_type": gpu_type, "gpu_count": gpu_count,
               "batch_size_per_device": data.per_device, "dataset_mix": data.mix, "world_size": get_world_size(),
               "train_images": len(data.train_set), "iters_per_epoch": data.iters_per_epoch}
     for local_only in LOCAL_ONLY:
@@ -81,8 +86,14 @@ def final_metrics(progress: Progress, config: TrainConfig, device: torch.device)
     return results
 
 
+def input_size(detector: torch.nn.Module) -> dict[str, int]:
+    """The resize the detector applies (``min_size`` / ``max_size`` resolved): ``min_size_resolved``, ..."""
+    transform = detector.transform
+    return {"min_size_resolved": int(transform.min_size[-1]), "max_size_resolved": int(transform.max_size)}
+
+
 def log_model(run: RunHandle, detector: torch.nn.Module, config: TrainConfig, data: TrainingData,
-              device: torch.device) -> None:
+              device: torch.device, start: Start) -> None:
     """Log the serving module (``PersonDetector``, on CPU) as the run's ``model``; with ``register``, as a
     new version of the registered model, tagged with what the study compares (rank 0 only)."""
     if run.run_id is None:
@@ -95,7 +106,10 @@ def log_model(run: RunHandle, detector: torch.nn.Module, config: TrainConfig, da
     version = log_detector(run, serving, example.numpy(), serving(example).numpy(),
                            REGISTERED_MODEL if config.register else None,
                            {"dataset_mix": data.mix, "batch_size": config.batch_size, "gpu_type": gpu_type,
-                            "gpu_count": gpu_count, "training_run_id": run.run_id})
+                            "gpu_count": gpu_count, "training_run_id": run.run_id},
+                           {"model": start.model_name, "weights_backbone": start.weights_backbone,
+                            "min_size": input_size(detector)["min_size_resolved"],
+                            "max_size": input_size(detector)["max_size_resolved"], "num_classes": 2})
     if version is not None:
         run.set_tags({"persondet.model_version": version})
 
