@@ -2,7 +2,7 @@
 
 The small CPU model is trained by ``persondet.engine.train_one_epoch`` in three modes, interleaved in
 rounds on the same batches: logging off (the anchor); logging as ``train`` does it (inside
-``tracking.training_run``, which also samples system metrics, with ``tracking.MetricLogger``: per-step
+``tracking.open_run(..., system_metrics=True)``, with the run handle's ``metric_logger()``: per-step
 loss/lr buffered and sent as asynchronous batches, flushed at the end); and, for comparison, one
 synchronous ``mlflow.log_metrics`` call per step.  The server is ``mlflow server`` on 127.0.0.1 with a
 SQLite backend in a temporary directory, started and stopped by this script.
@@ -105,7 +105,7 @@ def main(argv=None) -> None:
         # Per round, the ratio against that round's anchor block; the median over rounds is reported.
         ratios[mode] = statistics.median(on / off for on, off in zip(per_iter[mode], per_iter["off"]))
     labels = {"off": "logging off (anchor)",
-              "persondet": "persondet `train` logging (training_run + MetricLogger: async batches)",
+              "persondet": "persondet `train` logging (open_run + MetricLogger: async batches)",
               "sync-per-step": "one synchronous `mlflow.log_metrics` per step (for comparison)"}
     for mode in MODES:
         overhead = ratios[mode] - 1.0
@@ -145,8 +145,10 @@ def run_rounds(json_path: Path, args) -> tuple[dict[str, list[float]], dict[str,
     import mlflow
     import torch
 
-    from persondet import data, engine, tracking
+    from persondet import data, engine
     from persondet.model import build_detector
+    from persondet.tracking import open_run
+    from persondet.tracking.store import client
 
     torch.set_num_threads(args.threads)
     dataset, path = data.load_prepared(str(json_path))
@@ -188,9 +190,9 @@ def run_rounds(json_path: Path, args) -> tuple[dict[str, list[float]], dict[str,
                 per_iter[mode].append((time.perf_counter() - started) / args.iters)
                 continue
             in_logging[mode].append(0.0)
-            with tracking.training_run(run_name=f"bench-{mode}-{round_index}") as run:
+            with open_run("train", run_name=f"bench-{mode}-{round_index}", system_metrics=True) as run:
                 if mode == "persondet":
-                    logger = tracking.MetricLogger(run.info.run_id)
+                    logger = run.metric_logger()
                     started = block(epoch, timed(logger.log, mode))
                     flushed = time.perf_counter()
                     logger.flush(synchronous=True)
@@ -200,7 +202,7 @@ def run_rounds(json_path: Path, args) -> tuple[dict[str, list[float]], dict[str,
                         metrics, step=step, synchronous=True), mode))
                 per_iter[mode].append((time.perf_counter() - started) / args.iters)
             in_logging[mode][-1] /= args.iters
-            logged = tracking.client().get_metric_history(run.info.run_id, "loss")
+            logged = client().get_metric_history(run.run_id, "loss")
             if len(logged) != args.iters:  # the logging under test must actually have happened
                 from persondet.errors import PersondetError
 

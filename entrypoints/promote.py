@@ -9,7 +9,7 @@ from persondet.config import PromoteConfig
 
 def main(argv=None):
     config = parse_config(PromoteConfig, argv)
-    from persondet.registry import promote
+    from persondet.promotion import promote
 
     promote(config)
 

@@ -1,4 +1,3 @@
 """persondet: an MLflow-tracked experiment platform for person detection."""
 
 __version__ = "0.1.0"
-REGISTERED_MODEL_NAME = "persondet"

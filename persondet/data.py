@@ -1,7 +1,8 @@
 """Training data: the prepared COCO file as a torch Dataset, samplers and the DataLoader.
 
 Images come out as uint8 ``[3, H, W]`` tensors (converted to float on the training device, which keeps
-host-to-device copies small); targets hold person boxes ``[x1, y1, x2, y2]`` (crowd regions never).
+host-to-device copies small); targets hold person boxes ``[x1, y1, x2, y2]``: crowd and ignore regions
+never (``datasets.is_person_box``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from persondet.datasets import image_path, is_person_box, person_category_id, recorded_roots
 from persondet.errors import PersondetError
-from persondet.formats.merge import resolve_image_path
 
-PERSON_NAMES = ("person", "pedestrian", "people", "human")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -30,11 +30,11 @@ def load_prepared(data: str) -> tuple[dict, Path]:
     if not path.is_file():
         if not RUN_ID.match(data.strip()):
             raise PersondetError(f"data={data!r} is neither an existing COCO json file nor a run id")
-        from persondet import tracking
-
         import tempfile
 
-        fetched = tracking.download_run_artifact(data.strip(), "prepared/train.json", tempfile.mkdtemp())
+        from persondet.tracking.search import download_artifact
+
+        fetched = download_artifact(data.strip(), "prepared/train.json", tempfile.mkdtemp())
         if fetched is None:
             raise PersondetError(f"data={data!r}: that run has no artifact prepared/train.json "
                                  "(not a finished prepare run?)")
@@ -48,25 +48,6 @@ def load_prepared(data: str) -> tuple[dict, Path]:
         if not isinstance(dataset.get(key), list):
             raise PersondetError(f"{path}: not a COCO file (no {key!r} list)")
     return dataset, path.resolve()
-
-
-def person_category_id(dataset: Mapping[str, Any], where: str) -> int:
-    """The person category: named person (or a synonym), or the only category there is."""
-    cats = dataset.get("categories", [])
-    for wanted in PERSON_NAMES:
-        for cat in cats:
-            if str(cat.get("name", "")).strip().lower() == wanted:
-                return int(cat["id"])
-    if len(cats) == 1:
-        return int(cats[0]["id"])
-    raise PersondetError(f"{where}: no person category (looked for names {', '.join(PERSON_NAMES)})")
-
-
-def image_path(dataset: Mapping[str, Any], image: Mapping[str, Any], base_dir: Path) -> Path:
-    """Where an image lives: the prepared set's roots per source, else relative to ``base_dir``."""
-    if (dataset.get("persondet") or {}).get("roots"):
-        return resolve_image_path(dataset, image)
-    return Path(base_dir) / image["file_name"]
 
 
 def decode_image(path: Path, decode: str = "pil") -> torch.Tensor:
@@ -90,7 +71,8 @@ def decode_image(path: Path, decode: str = "pil") -> torch.Tensor:
 
 
 class PersonDataset(Dataset):
-    """Images of a COCO dict with their non-crowd person boxes; optional random horizontal flip."""
+    """Images of a COCO dict with their person boxes (no crowd or ignore region); optional random
+    horizontal flip."""
 
     def __init__(self, dataset: Mapping[str, Any], base_dir: Path, train: bool = True, seed: int = 0,
                  decode: str = "pil", where: str = "data") -> None:
@@ -100,11 +82,12 @@ class PersonDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.decode = decode
-        self.category_id = person_category_id(dataset, where)
+        self.category_id = person_category_id(dataset.get("categories", []), "person", where, only_category=True)
+        self.roots = recorded_roots(dataset)
         self.images = sorted(dataset["images"], key=lambda im: im["id"])
         boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in self.images}
         for ann in dataset["annotations"]:
-            if ann.get("category_id") != self.category_id or ann.get("iscrowd", 0):
+            if ann.get("category_id") != self.category_id or not is_person_box(ann):
                 continue
             x, y, w, h = (float(v) for v in ann["bbox"])
             if w > 1 and h > 1 and ann["image_id"] in boxes:
@@ -123,7 +106,7 @@ class PersonDataset(Dataset):
         return [int(im.get("width", 1) >= im.get("height", 1)) for im in self.images]
 
     def path(self, index: int) -> Path:
-        return image_path(self.dataset, self.images[index], self.base_dir)
+        return image_path(self.images[index], self.roots, self.base_dir)
 
     def __getitem__(self, index: int):
         image = decode_image(self.path(index), self.decode)

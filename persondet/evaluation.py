@@ -1,8 +1,9 @@
 """The ``evaluate`` step: a logged model on any COCO-format test set, COCO metrics with AP50 first.
 
 Logs an evaluation run (metrics, COCO results file, precision-recall curve at IoU 0.5, example images)
-and adds ``<test_name>/AP50`` ... plus the test set digest to the model's training run, so the MLflow UI
-compares training runs directly.  A leakage guard flags test images that were also training images.
+and adds ``<test_name>/AP50`` ..., the test set digest and the evaluation run's id to the model's training
+run (``evaluate`` is the one writer of those), so the MLflow UI compares training runs directly and
+``report`` finds the logged detections.  A leakage guard flags test images that were also training images.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persondet import tracking
 from persondet.config import EvaluateConfig
+from persondet.datasets import image_path, person_category_id, recorded_roots
 from persondet.errors import PersondetError
 from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50
+from persondet.tracking import RunHandle, open_run
+from persondet.tracking.models import load_pytorch_model
+from persondet.tracking.registry import training_run_of
+from persondet.tracking.search import download_artifact, get_run
 
 GENERIC_STEMS = {"annotations", "annotation", "test", "gt", "labels", "instances", "val", "data"}
 DRAW_SCORE = 0.3  # detections drawn on example images: at least this score
@@ -35,7 +40,8 @@ class TestSet:
     category_id: int
     image_paths: dict[int, Path]  # image id -> file
     name: str
-    digest: str = ""
+    listing_digest: str  # the annotation file's bytes and each image's name and size: cheap, for caches
+    digest: str = ""  # the annotation file's bytes and each image's bytes: what identifies the test set
     file_hashes: dict[int, str] = field(default_factory=dict)
 
 
@@ -58,37 +64,14 @@ def sanitize_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "test"
 
 
-def resolve_person_category(categories: list[dict], wanted: str, where: str) -> int:
-    """The id of the category named ``wanted`` (case-insensitive), or ``wanted`` itself as an id."""
-    listing = ", ".join(f"{c.get('id')}:{c.get('name')}" for c in categories) or "none"
-    text = str(wanted).strip()
-    if re.fullmatch(r"-?\d+", text):
-        if any(c.get("id") == int(text) for c in categories):
-            return int(text)
-        raise PersondetError(f"{where}: no category with id {text} (categories: {listing}); "
-                             "set person_category to the person category's name or id")
-    matches = [c["id"] for c in categories if str(c.get("name", "")).strip().lower() == text.lower()]
-    if not matches:
-        raise PersondetError(f"{where}: no category named {text!r} (categories: {listing}); "
-                             "set person_category to the person category's name or id")
-    return int(matches[0])
-
-
-def _image_file(file_name: str, roots: dict | None, base: Path) -> Path:
-    """``roots[source] / rest`` for a prepared set's ``source/rest`` name, else ``base / file_name``."""
-    source, sep, rest = file_name.partition("/")
-    if roots and sep and source in roots:
-        return Path(roots[source]) / rest
-    return base / file_name
-
-
 def load_test_set(annotations: str, images: str = "", person_category: str = "person",
                   name: str = "", digest: bool = True) -> TestSet:
     """Read a COCO json, resolve the person category and every image file; one-line errors otherwise.
 
     Image files are ``images / file_name`` (default ``images``: the json's folder).  A prepared set
     (a json with the ``persondet`` key) resolves files through its recorded roots.  ``digest=False``
-    skips hashing every image (``digest`` and ``file_hashes`` stay empty), for callers that only draw.
+    skips hashing every image (``digest`` and ``file_hashes`` stay empty), for callers that only draw or
+    need only the cheap ``listing_digest``.
     """
     path = Path(annotations).expanduser().resolve()
     if not path.is_file():
@@ -103,25 +86,30 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
         raise PersondetError(f"test_annotations={str(path)!r} is not a COCO file (no 'images' list)")
     if not dataset["images"]:
         raise PersondetError(f"test_annotations={str(path)!r} is an empty test set (no images)")
-    category_id = resolve_person_category(dataset.get("categories") or [], person_category, str(path))
+    category_id = person_category_id(dataset.get("categories") or [], person_category, str(path),
+                                     setting="person_category")
     dataset.setdefault("annotations", [])
     for ann in dataset["annotations"]:
         if "bbox" not in ann or len(ann["bbox"]) != 4:
             raise PersondetError(f"{path}: annotation id {ann.get('id')} has no [x, y, w, h] bbox")
 
-    roots = (dataset.get("persondet") or {}).get("roots") if not images else None
+    roots = recorded_roots(dataset) if not images else None  # test_images given: files are under it
     base = Path(images).expanduser().resolve() if images else path.parent
     image_paths: dict[int, Path] = {}
     missing = []
+    listing = hashlib.sha256(raw)
     for image in dataset["images"]:
-        file = _image_file(image.get("file_name", ""), roots, base)
+        file = image_path(image, roots, base)
         if not file.is_file():
             missing.append(str(file))
+        else:
+            listing.update(f"{image['id']}:{file.name}:{file.stat().st_size}".encode())
         image_paths[image["id"]] = file
     if missing:
         raise PersondetError(f"{len(missing)} of {len(image_paths)} test images are missing, "
                              f"e.g. {missing[0]!r} (test_images={str(base)!r})")
-    test_set = TestSet(path, dataset, category_id, image_paths, name or default_test_name(path))
+    test_set = TestSet(path, dataset, category_id, image_paths, name or default_test_name(path),
+                       listing.hexdigest()[:16])
     if digest:
         content = hashlib.sha256(raw)
         for image_id in sorted(image_paths):
@@ -235,17 +223,16 @@ def training_image_files(run, workdir: str) -> list[Path]:
     """The image files of a training run's prepared set, read through tracking (empty if unknown)."""
     data = run.data.params.get("data", "")
     train_json = None
-    if data and tracking.get_run(data) is not None:  # a prepare run id
-        train_json = tracking.download_run_artifact(data, "prepared/train.json", workdir)
+    if data and get_run(data) is not None:  # a prepare run id
+        train_json = download_artifact(data, "prepared/train.json", workdir)
     elif data and os.path.isfile(data):
         train_json = data
     if not train_json:
         return []
     with open(train_json) as f:
         dataset = json.load(f)
-    roots = (dataset.get("persondet") or {}).get("roots")
-    base = Path(train_json).resolve().parent
-    return [_image_file(image.get("file_name", ""), roots, base) for image in dataset.get("images", [])]
+    roots, base = recorded_roots(dataset), Path(train_json).resolve().parent
+    return [image_path(image, roots, base) for image in dataset.get("images", [])]
 
 
 def find_leaks(test_set: TestSet, training_files: list[Path]) -> list[int]:
@@ -293,10 +280,10 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
             person = DEMO_PERSON_CATEGORY
     test_set = load_test_set(annotations, images, person, sanitize_name(config.test_name)
                              if config.test_name else "")
-    model = tracking.load_pytorch_model(config.model_uri)
+    model = load_pytorch_model(config.model_uri)
     detector = getattr(model, "detector", model)
-    training_run_id = tracking.training_run_of(config.model_uri)
-    training_run = tracking.get_run(training_run_id) if training_run_id else None
+    training_run_id = training_run_of(config.model_uri)
+    training_run = get_run(training_run_id) if training_run_id else None
 
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
@@ -327,7 +314,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         tags = {"persondet.model_uri": config.model_uri, "persondet.training_run_id": training_run_id or "",
                 "persondet.test_name": test_set.name, "persondet.test_digest": test_set.digest,
                 "persondet.leakage": str(bool(leaked)).lower(), "persondet.leakage_count": str(len(leaked))}
-        with tracking.start_run("evaluate", run_name=f"evaluate {test_set.name}", tags=tags) as run:
+        with open_run("evaluate", run_name=f"evaluate {test_set.name}", tags=tags) as run:
             params = config.to_params()
             # resolved values under their own names: `mlflow run` already logged the given ones
             params.update(test_annotations_path=str(test_set.annotations_path), test_set_name=test_set.name,
@@ -335,17 +322,16 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
                           test_digest=test_set.digest, training_run_id=training_run_id or "",
                           person_category_id=str(test_set.category_id),
                           test_images_count=str(len(test_set.image_paths)))
-            tracking.log_params(params)
-            tracking.log_metrics(headline)
-            tracking.log_metrics({"leaked_images": len(leaked)})
-            tracking.log_artifacts(str(out), "evaluation")
-            run_id = run.info.run_id if run is not None else None
+            run.log_params(params)
+            run.log_metrics({**headline, "leaked_images": len(leaked)})
+            run.log_artifacts(str(out), "evaluation")
+            run_id = run.run_id
 
     if training_run is not None and config.log_to_training_run:
-        tracking.log_to_other_run(
-            training_run_id, metrics={f"{test_set.name}/{k}": v for k, v in headline.items()},
-            tags={f"{test_set.name}/digest": test_set.digest, f"{test_set.name}/evaluation_run_id": run_id,
-                  **({f"{test_set.name}/leakage": "true"} if leaked else {})})
+        trained = RunHandle(training_run_id)  # a finished run: logged to, not opened
+        trained.log_metrics({f"{test_set.name}/{k}": v for k, v in headline.items()})
+        trained.set_tags({f"{test_set.name}/digest": test_set.digest, f"{test_set.name}/evaluation_run_id": run_id,
+                          **({f"{test_set.name}/leakage": "true"} if leaked else {})})
     print(" ".join(f"{k}={v:.4f}" for k, v in headline.items()) + f"  ({test_set.name}, "
           f"{len(test_set.image_paths)} images, digest {test_set.digest})")
     return {"metrics": headline, "run_id": run_id, "training_run_id": training_run_id,

@@ -13,9 +13,7 @@ import torch
 from torch import nn
 
 from persondet.errors import PersondetError
-
-MODELS = ("small", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
-          "fasterrcnn_mobilenet_v3_large_fpn")
+from persondet.model_names import MODELS
 WEIGHTS_BACKBONE = ("none", "imagenet")  # or a path to a local state-dict file
 
 # Input size of the small model when the caller gives none (the demo images are small).

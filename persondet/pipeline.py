@@ -1,7 +1,8 @@
 """The ``main`` entry point: the whole study (prepare, train, evaluate, promote, report) end to end.
 
 Each step is an MLflow project run of this repository's own entry points (``mlflow.projects.run`` with
-``env_manager="local"``), so ``main`` is made of the same steps a user runs by hand.  A step re-uses a
+``env_manager="local"``, behind ``tracking.projects.run_project``), so ``main`` is made of the same steps a
+user runs by hand, and steps hand their results forward as run ids and logged artifacts (docs/ARCHITECTURE.md).  A step re-uses a
 FINISHED run with the same entry point, the same parameters, the same input-data digest (tag
 ``persondet.input_digest``) and the same code version (``mlflow.source.git.commit``) instead of running
 again.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,12 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persondet import tracking
 from persondet.config import MainConfig
-from persondet.errors import PersondetError
+from persondet.datasets import SOURCES, is_merged, mix_sources
+from persondet.model_names import resolve_model
+from persondet.tracking import RunHandle, open_run
+from persondet.tracking.projects import export_step_environment, run_project
+from persondet.tracking.search import find_finished
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INPUT_DIGEST_TAG = "persondet.input_digest"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Demo training on CPU: one short epoch per run so the six trainings of `main` fit in minutes on a
 # 2-core machine. At batch 8 and 16 that is only about 24 updates, so the learning rate is raised and
 # the warm-up cut (the sweep behind these numbers is in docs/TRAINING.md).
@@ -54,31 +58,29 @@ def git_commit(root: Path = REPO_ROOT) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _hash_files(paths) -> str:
+def root_digest(root: str | Path) -> str:
+    """A source root's digest for re-using ``prepare`` runs: the content of its annotation files (every
+    file that is not an image) and the names and sizes of its images (not their bytes: a cheap listing)."""
+    base = Path(root)
     h = hashlib.sha256()
-    for path in sorted(paths):
-        h.update(str(path).encode())
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        name = str(path.relative_to(base))
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            h.update(f"{name}:{path.stat().st_size}".encode())
+            continue
+        h.update(f"{name}:".encode())
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()[:16]
 
 
-def source_digest(root: str, annotation_dirs=("annotations", "annotation")) -> str:
-    """Content digest of a dataset root's annotation files plus its image listing (names and sizes)."""
-    base = Path(root)
-    files = [p for d in annotation_dirs if (base / d).is_dir() for p in (base / d).rglob("*") if p.is_file()]
-    h = hashlib.sha256(_hash_files(files).encode())
-    for p in sorted(base.rglob("*")):
-        if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png"):
-            h.update(f"{p.relative_to(base)}:{p.stat().st_size}".encode())
-    return h.hexdigest()[:16]
-
-
 def declared_parameters(entry_point: str) -> set[str]:
-    from mlflow.projects._project_spec import load_project
+    """The parameters the MLproject file declares for ``entry_point``."""
+    import yaml
 
-    return set(load_project(str(REPO_ROOT)).get_entry_point(entry_point).parameters)
+    project = yaml.safe_load((REPO_ROOT / "MLproject").read_text())
+    return set(project["entry_points"][entry_point].get("parameters") or {})
 
 
 class Runner:
@@ -89,24 +91,17 @@ class Runner:
         self.commit = commit
         self.study = Study()
 
-    def find_finished(self, entry_point: str, parameters: dict[str, str], digest: str):
-        filters = [f"tags.`mlflow.project.entryPoint` = '{entry_point}'", "attributes.status = 'FINISHED'",
-                   f"tags.`{INPUT_DIGEST_TAG}` = '{digest}'"]
+    def find_finished(self, entry_point: str, parameters: dict[str, str], digest: str,
+                      tags: dict[str, str] | None = None):
+        """The newest FINISHED run of ``entry_point`` with these parameters, input digest, code version
+        and ``tags`` (e.g. launch's server name), or None."""
+        tags = {"mlflow.project.entryPoint": entry_point, INPUT_DIGEST_TAG: digest, **(tags or {})}
         if self.commit:
-            filters.append(f"tags.`mlflow.source.git.commit` = '{self.commit}'")
-        c = tracking.client()
-        experiment = c.get_experiment_by_name(self.experiment)
-        if experiment is None:
-            return None
-        for run in c.search_runs([experiment.experiment_id], " and ".join(filters),
-                                 order_by=["attributes.start_time DESC"], max_results=200):
-            if all(tracking.same_logged_param(run.data.params.get(k), v) for k, v in parameters.items()):
-                return run
-        return None
+            tags["mlflow.source.git.commit"] = self.commit
+        return find_finished(self.experiment, tags, parameters)
 
     def step(self, entry_point: str, parameters: dict[str, str], digest: str) -> str:
-        import mlflow
-
+        """The run id of ``entry_point`` with ``parameters`` on inputs ``digest``: re-used, or run now."""
         parameters = {k: str(v) for k, v in parameters.items()}
         start = time.time()
         found = self.find_finished(entry_point, parameters, digest)
@@ -114,17 +109,8 @@ class Runner:
             run_id, reused = found.info.run_id, True
         else:
             print(f"persondet main: running {entry_point} {parameters}", file=sys.stderr, flush=True)
-            from mlflow.exceptions import ExecutionException
-
-            try:
-                submitted = mlflow.projects.run(str(REPO_ROOT), entry_point=entry_point, parameters=parameters,
-                                                experiment_name=self.experiment, env_manager="local",
-                                                synchronous=True)
-            except ExecutionException as exc:
-                raise PersondetError(f"step {entry_point} {parameters} failed ({' '.join(str(exc).split())}); "
-                                     "see its output above") from None
-            run_id, reused = submitted.run_id, False
-            tracking.log_to_other_run(run_id, tags={INPUT_DIGEST_TAG: digest})
+            run_id, reused = run_project(REPO_ROOT, entry_point, parameters, self.experiment), False
+            RunHandle(run_id).set_tags({INPUT_DIGEST_TAG: digest})
         seconds = time.time() - start
         self.study.steps.append(StepRecord(entry_point, parameters, run_id, reused, seconds))
         word = "re-used" if reused else "ran"
@@ -133,16 +119,16 @@ class Runner:
 
 
 def _is_demo(config: MainConfig) -> bool:
-    return not config.coco_root and not config.cuhk_root
+    """No source root given: the study runs on the built-in demo data."""
+    return not any(getattr(config, source.root_param, "") for source in SOURCES.values())
 
 
 def _train_parameters(config: MainConfig, data: str, batch_size: int) -> dict[str, str]:
     import torch
 
-    model = config.model
-    if model == "auto":  # resolved here: `mlflow run` logs the given value, train logs the model it built
-        model = "fasterrcnn_resnet50_fpn" if torch.cuda.is_available() else "small"
-    params = {"data": data, "batch_size": str(batch_size), "model": model}
+    # `auto` is resolved here: `mlflow run` logs the given value, train logs the model it built
+    params = {"data": data, "batch_size": str(batch_size),
+              "model": resolve_model(config.model, cuda=torch.cuda.is_available())}
     settings = dict(DEMO_TRAIN) if _is_demo(config) else {}
     if config.epochs is not None:
         settings["epochs"] = str(config.epochs)
@@ -155,35 +141,46 @@ def _train_parameters(config: MainConfig, data: str, batch_size: int) -> dict[st
     return params
 
 
-def run_study(config: MainConfig) -> Study:
-    """Prepare the mixes, train each at each batch size, evaluate, promote, report; re-using runs."""
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = config.experiment
-    # `mlflow run ... --env-manager local` starts `python` by name: use this interpreter's environment.
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    uri = tracking.ensure_tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # the steps run in the repository folder: a relative SQLite path must mean the same file there
-        uri = "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    import mlflow
+def _test_set(config: MainConfig):
+    """The test set every model is evaluated on (the demo in-house set by default), read and checked once
+    here; its images are not hashed (``evaluate`` hashes them), its cheap listing digest keys re-use."""
+    from persondet.evaluation import DEMO_PERSON_CATEGORY, load_test_set
 
-    mlflow.set_tracking_uri(uri)  # what mlflow.projects hands to the steps
-    runner = Runner(config.experiment, git_commit())
-    from persondet.synth import ensure_demo_data
+    annotations, images, person = config.test_annotations, config.test_images, "person"
+    if not annotations:
+        from persondet.synth import ensure_demo_data
 
-    demo = None
-    if _is_demo(config):
         demo = ensure_demo_data(seed=0)
-        coco_digest = cuhk_digest = f"demo:{source_digest(str(demo.coco_root))}:{source_digest(str(demo.cuhk_root))}"
-    else:
-        coco_digest = source_digest(config.coco_root) if config.coco_root else ""
-        cuhk_digest = source_digest(config.cuhk_root) if config.cuhk_root else ""
+        annotations, images, person = str(demo.inhouse_annotations), str(demo.inhouse_images), DEMO_PERSON_CATEGORY
+    return load_test_set(annotations, images, person, digest=False), {
+        "test_annotations": annotations, "test_images": images, "person_category": person}
 
+
+def _digest(values) -> str:
+    return hashlib.sha256(",".join(values).encode()).hexdigest()[:16]
+
+
+def run_study(config: MainConfig, runner: Runner) -> Study:
+    """Prepare the mixes, train each at each batch size, evaluate, promote, report; re-using runs.
+
+    What flows between the steps: run ids as parameters (a prepare run is train's ``data``, a training
+    run's model is evaluate's ``runs:/<id>/model``); evaluate writes ``<test_name>/...`` metrics and the
+    ``<test_name>/evaluation_run_id`` tag to each training run, which promote and report read.  Each step
+    is keyed on its inputs: the sources' root digests, the prepare run, the test set's listing digest, the
+    evaluation runs, and all of them for the report.
+    """
+    test_set, test_parameters = _test_set(config)
+    root_settings = {s.root_param: getattr(config, s.root_param) for s in SOURCES.values()
+                     if hasattr(config, s.root_param)}
+    digests: dict[str, str] = {}
     prepared: dict[str, str] = {}
     for mix in config.mix_list():
-        digest = "+".join(d for name, d in (("coco", coco_digest), ("cuhk", cuhk_digest)) if name in mix.split("+"))
-        prepared[mix] = runner.step("prepare", {"coco_root": config.coco_root, "cuhk_root": config.cuhk_root,
-                                                "mix": mix, "cuhk_split": "all"}, digest)
+        for name in mix_sources(mix):
+            if name not in digests:  # the data prepare reads: the root given, else the demo copy
+                given = root_settings.get(SOURCES[name].root_param, "")
+                digests[name] = root_digest(given or SOURCES[name].demo_root(0))
+        prepared[mix] = runner.step("prepare", {**root_settings, "mix": mix, "cuhk_split": "all"},
+                                    "+".join(digests[name] for name in mix_sources(mix)))
 
     trained: list[str] = []
     for mix in config.mix_list():
@@ -191,41 +188,29 @@ def run_study(config: MainConfig) -> Study:
             trained.append(runner.step("train", _train_parameters(config, prepared[mix], batch_size),
                                        f"prepare:{prepared[mix]}"))
 
-    from persondet.evaluation import DEMO_PERSON_CATEGORY, load_test_set
+    evaluations = [runner.step("evaluate", {"model_uri": f"runs:/{run_id}/model", **test_parameters},
+                               f"test:{test_set.listing_digest}") for run_id in trained]
 
-    annotations, images, person = config.test_annotations, config.test_images, "person"
-    if not annotations:
-        demo = demo or ensure_demo_data(seed=0)
-        annotations, images, person = str(demo.inhouse_annotations), str(demo.inhouse_images), DEMO_PERSON_CATEGORY
-    test_set = load_test_set(annotations, images, person)
-    evaluations = []
-    for run_id in trained:
-        evaluations.append(runner.step("evaluate", {"model_uri": f"runs:/{run_id}/model",
-                                                    "test_annotations": annotations, "test_images": images,
-                                                    "person_category": person}, f"test:{test_set.digest}"))
-
-    merged = [m for m in config.mix_list() if {"coco", "cuhk"} <= set(m.split("+"))]
-    if merged:
+    if any(is_merged(mix) for mix in config.mix_list()):
         runner.step("promote", {"metric": "AP50", "test_name": test_set.name},
-                    "evaluations:" + hashlib.sha256(",".join(sorted(evaluations)).encode()).hexdigest()[:16])
+                    "evaluations:" + _digest(sorted(evaluations)))
     inputs = sorted(prepared.values()) + sorted(trained) + sorted(evaluations)
-    runner.step("report", {"experiment": config.experiment, "test_name": test_set.name},
-                "runs:" + hashlib.sha256(",".join(inputs).encode()).hexdigest()[:16])
+    runner.step("report", {"experiment": config.experiment, "test_name": test_set.name}, "runs:" + _digest(inputs))
     return runner.study
 
 
 def main(config: MainConfig) -> dict[str, Any]:
+    """The whole study in ``config.experiment``, each step a child run of this ``main`` run."""
     start = time.time()
-    with tracking.start_run("main", run_name="main") as run:
-        tracking.log_params(config.to_params())
-        study = run_study(config)
+    export_step_environment(config.experiment)
+    with open_run("main", run_name="main") as run:
+        run.log_params(config.to_params())
+        study = run_study(config, Runner(config.experiment, git_commit()))
         seconds = time.time() - start
         ran = [s for s in study.steps if not s.reused]
-        tracking.log_metrics({"main_time_s": seconds, "steps_run": len(ran),
-                              "steps_reused": len(study.steps) - len(ran)})
-        tracking.set_tags({"persondet.step_runs": json.dumps({s.entry_point + str(i): s.run_id
-                                                              for i, s in enumerate(study.steps)})[:5000]})
-        main_run = run.info.run_id if run is not None else None
+        run.log_metrics({"main_time_s": seconds, "steps_run": len(ran), "steps_reused": len(study.steps) - len(ran)})
+        run.set_tags({"persondet.step_runs": json.dumps({s.entry_point + str(i): s.run_id
+                                                         for i, s in enumerate(study.steps)})[:5000]})
     print(f"persondet main: {len(study.steps)} steps, {len(ran)} run, {len(study.steps) - len(ran)} re-used, "
           f"{seconds:.0f} s")
-    return {"run_id": main_run, "seconds": seconds, "steps": study.steps}
+    return {"run_id": run.run_id, "seconds": seconds, "steps": study.steps}

@@ -3,7 +3,7 @@
 Sections: dataset statistics (prepare runs' ``stats.json``), training speed as time per batch for every
 (gpu_type x gpu_count) and batch size (bar chart + ratio tables), AP50 by dataset mix (rows) and batch
 size (columns) from the training runs' ``<test_name>/AP50``, and the coco-only and merged models'
-detections side by side on the same test images.  Written as one static ``report.html`` (images
+detections side by side on the same test images (the detections ``evaluate`` logged: nothing is re-run).  Written as one static ``report.html`` (images
 embedded) and logged, with the figures and tables, as artifacts of a report run.
 """
 
@@ -18,11 +18,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from persondet import tracking
-from persondet.config import ReportConfig
+from persondet.config import PrepareConfig, ReportConfig
+from persondet.datasets import BASELINE_MIX, SOURCES, is_merged, mix_name, mix_problem, mix_sort_key
 from persondet.errors import PersondetError
-
-MIX_ORDER = {"coco": 0, "cuhk": 1, "coco+cuhk": 2}
+from persondet.servers import SERVER_TAG
+from persondet.tracking import open_run
+from persondet.tracking.search import download_artifact, get_run, search_runs
 
 
 def _num(text: Any) -> float | None:
@@ -39,31 +40,41 @@ def _sort_key(value: str):
 
 # --- tables ---------------------------------------------------------------------------------------
 
-def dataset_stats(prepare_runs, workdir: str) -> list[list[str]]:
-    """One row per dataset (each source, each merged mix), the newest prepare run winning."""
+def dataset_label(name: str, params: dict[str, str]) -> str:
+    """A source's row name: the source, plus the reader settings that change its data when not at their
+    defaults (``citypersons (reasonable)``, ``crowdhuman (val, vbox)``); CUHK-SYSU always shows its split."""
+    source = SOURCES.get(name)
+    if source is None:
+        return name
+    defaults = PrepareConfig.__dataclass_fields__
+    shown = [params[o] for o in source.options if params.get(o) and
+             (o == "cuhk_split" or o not in defaults or params[o] != str(defaults[o].default))]
+    return f"{name} ({', '.join(shown)})" if shown else name
+
+
+def datasets_table(prepare_runs, workdir: str) -> list[list[str]]:
+    """One row per dataset (each source with its settings, each merged mix), the newest prepare run winning."""
     rows: dict[str, list[str]] = {}
     for run in prepare_runs:  # newest first
         target = os.path.join(workdir, run.info.run_id)
-        local = (tracking.download_run_artifact(run.info.run_id, "prepared/stats.json", target)
-                 or tracking.download_run_artifact(run.info.run_id, "stats.json", target))
+        local = (download_artifact(run.info.run_id, "prepared/stats.json", target)
+                 or download_artifact(run.info.run_id, "stats.json", target))
         if not local:
             continue
         stats = json.loads(Path(local).read_text())
         mix = run.data.params.get("mix", "")
-        split = run.data.params.get("cuhk_split", "")
+        mix = mix if mix_problem(mix) else mix_name(mix)  # cuhk+coco: the coco+cuhk row
         for key, value in stats.items():
             if not isinstance(value, dict) or "images" not in value:
                 continue
-            if key == "merged" and "+" not in mix:  # one source: its own row says it all
+            if key == "merged" and not is_merged(mix):  # one source: its own row says it all
                 continue
-            name = mix if key in ("merged", "all", "total") else key
-            if name == "cuhk" and split:
-                name = f"cuhk ({split})"
+            name = mix if key in ("merged", "all", "total") else dataset_label(key, run.data.params)
             if name not in rows:
                 rel = _num(value.get("avg_rel_size"))
                 rows[name] = [name, str(value.get("images", "")), str(value.get("objects", "")),
                               "" if rel is None else f"{rel:.4f}"]
-    ordered = sorted(rows.values(), key=lambda r: (MIX_ORDER.get(r[0].split(" ")[0], 9), r[0]))
+    ordered = sorted(rows.values(), key=lambda r: mix_sort_key(r[0].split(" ")[0]))
     return [["dataset", "images", "objects", "avg_rel_size"], *ordered]
 
 
@@ -78,6 +89,8 @@ def speed_table(train_runs) -> dict[tuple[str, int], float]:
         gpu = run.data.params.get("gpu_type", "?")
         count = run.data.params.get("gpu_count", "0")
         label = gpu if gpu == "cpu" or count in ("", "0") else f"{gpu} x{count}"
+        if run.data.tags.get(SERVER_TAG):  # a launch's run: the servers side by side
+            label = f"{run.data.tags[SERVER_TAG]}: {label}"
         values[(label, int(bs))].append(float(t))
     return {k: sum(v) / len(v) for k, v in values.items()}
 
@@ -116,7 +129,7 @@ def ap50_table(train_runs, test_name: str) -> list[list[str]]:
             continue
         key = (run.data.params.get("dataset_mix", "?"), run.data.params.get("batch_size", "?"))
         cells.setdefault(key, value)
-    mixes = sorted({m for m, _ in cells}, key=lambda m: (MIX_ORDER.get(m, 9), m))
+    mixes = sorted({m for m, _ in cells}, key=mix_sort_key)
     sizes = sorted({b for _, b in cells}, key=_sort_key)
     table = [["dataset_mix \\ batch_size", *sizes]]
     for m in mixes:
@@ -150,33 +163,46 @@ def speed_chart(speed: dict[tuple[str, int], float], out_path: Path) -> None:
     plt.close(fig)
 
 
-def _best_run(train_runs, mix: str, test_name: str):
-    scored = [r for r in train_runs if r.data.params.get("dataset_mix") == mix
+def _best_run(train_runs, accept, test_name: str):
+    scored = [r for r in train_runs if accept(r.data.params.get("dataset_mix", ""))
               and f"{test_name}/AP50" in r.data.metrics]
     return max(scored, key=lambda r: r.data.metrics[f"{test_name}/AP50"], default=None)
 
 
-def side_by_side(train_runs, eval_runs, test_name: str, examples: int, out_dir: Path) -> list[Path]:
-    """The best coco-only and best merged models' detections on the same test images, side by side."""
+def _logged_evaluation(train_run, test_name: str, workdir: Path):
+    """(evaluation run, its detections) that ``evaluate`` logged for a training run on ``test_name``."""
+    run_id = train_run.data.tags.get(f"{test_name}/evaluation_run_id", "")
+    evaluation = get_run(run_id) if run_id else None
+    local = download_artifact(run_id, "evaluation/detections.json", str(workdir / run_id)) if evaluation else None
+    return (evaluation, json.loads(Path(local).read_text())) if local else (None, None)
+
+
+def side_by_side(train_runs, test_name: str, examples: int, out_dir: Path, workdir: Path) -> list[Path]:
+    """The best baseline (coco-only) and best merged-data models' detections side by side on the same test
+    images: the detections ``evaluate`` logged (``evaluation/detections.json`` of the evaluation run each
+    training run names in its ``<test_name>/evaluation_run_id`` tag), drawn, not recomputed."""
     from PIL import Image
 
-    from persondet.evaluation import detect, detections_by_image, draw_example, gt_boxes_by_image, load_test_set
+    from persondet.evaluation import detections_by_image, draw_example, gt_boxes_by_image, load_test_set
 
-    coco, merged = _best_run(train_runs, "coco", test_name), _best_run(train_runs, "coco+cuhk", test_name)
-    evaluation = next((r for r in eval_runs if r.data.params.get("test_set_name") == test_name), None)
-    if not (coco and merged and evaluation and examples):
+    best = [_best_run(train_runs, lambda mix: mix == BASELINE_MIX, test_name),
+            _best_run(train_runs, is_merged, test_name)]
+    if not (all(best) and examples):
         return []
-    p = evaluation.data.params
+    logged = [_logged_evaluation(run, test_name, workdir) for run in best]
+    evaluations = [evaluation for evaluation, _ in logged]
+    if not all(evaluations) or len({e.data.params.get("test_digest") for e in evaluations}) != 1:
+        return []  # not evaluated by this version of `evaluate`, or on two versions of the test set
+    p = evaluations[0].data.params
     test_set = load_test_set(p["test_annotations_path"], p.get("test_images_path", ""),
                              p.get("person_category_id") or p.get("person_category", "person"), test_name,
                              digest=False)  # only a few images are drawn: no need to hash every one
     ids = sorted(test_set.image_paths)[:examples]
-    test_set.image_paths = {i: test_set.image_paths[i] for i in ids}
     gt = gt_boxes_by_image(test_set)
     panels: dict[int, list[Path]] = defaultdict(list)
-    for label, run in (("coco", coco), ("coco+cuhk", merged)):
-        model = tracking.load_pytorch_model(f"runs:/{run.info.run_id}/model")
-        by_image = detections_by_image(detect(getattr(model, "detector", model), test_set, batch_size=2))
+    for run, (_, detections) in zip(best, logged):
+        label = run.data.params.get("dataset_mix", "")
+        by_image = detections_by_image(detections)
         ap = run.data.metrics[f"{test_name}/AP50"]
         for i in ids:
             path = out_dir / f"panel_{label.replace('+', '_')}_{i}.png"
@@ -229,7 +255,8 @@ def render_html(experiment: str, test_name: str, stats, speed_tab, ratios, ap_ta
         parts.append(_img(chart))
     parts += [f"<h2>AP50 on {html.escape(test_name or '(no evaluated test set)')}</h2>", _html_table(ap_tab),
               "<h2>coco-only vs merged model (green: ground truth, red: detections)</h2>"]
-    parts += [_img(p) for p in examples] or ["<p><em>needs an evaluated coco and coco+cuhk model</em></p>"]
+    parts += [_img(p) for p in examples] or [f"<p><em>needs a {BASELINE_MIX}-only and a merged-data model, "
+                                            "both evaluated on this test set</em></p>"]
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #999;padding:4px 8px;text-align:right}img{max-width:100%;margin:4px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>persondet report</title>"
@@ -237,16 +264,15 @@ def render_html(experiment: str, test_name: str, stats, speed_tab, ratios, ap_ta
 
 
 def report(config: ReportConfig) -> dict[str, Any]:
-    train_runs = tracking.search_runs(config.experiment, "train", "FINISHED")
-    prepare_runs = tracking.search_runs(config.experiment, "prepare", "FINISHED")
-    eval_runs = tracking.search_runs(config.experiment, "evaluate", "FINISHED")
+    train_runs = search_runs(config.experiment, "train", "FINISHED")
+    prepare_runs = search_runs(config.experiment, "prepare", "FINISHED")
     if not (train_runs or prepare_runs):
         raise PersondetError(f"experiment={config.experiment!r} has no finished prepare or train runs to report on")
     test_name = choose_test_name(train_runs, config.test_name)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report"
         out.mkdir()
-        stats = dataset_stats(prepare_runs, str(Path(tmp) / "downloads"))
+        stats = datasets_table(prepare_runs, str(Path(tmp) / "downloads"))
         speed = speed_table(train_runs)
         speed_tab, ratios = speed_rows(speed)
         chart = None
@@ -254,17 +280,17 @@ def report(config: ReportConfig) -> dict[str, Any]:
             chart = out / "time_per_batch.png"
             speed_chart(speed, chart)
         ap_tab = ap50_table(train_runs, test_name)
-        examples = side_by_side(train_runs, eval_runs, test_name, config.examples, out)
+        examples = side_by_side(train_runs, test_name, config.examples, out, Path(tmp) / "evaluations")
         page = render_html(config.experiment, test_name, stats, speed_tab, ratios, ap_tab, chart, examples)
         (out / "report.html").write_text(page)
         (out / "tables.md").write_text(
             "## datasets\n\n" + _markdown(stats) + "\n## time per batch\n\n" + _markdown(speed_tab) + "\n"
             + "".join(_markdown(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n" + _markdown(ap_tab))
-        with tracking.start_run("report", run_name=f"report {config.experiment}",
-                                tags={"persondet.test_name": test_name}) as run:
-            tracking.log_params(config.to_params())
-            tracking.log_artifacts(str(out), "report")
-            run_id = run.info.run_id if run is not None else None
+        with open_run("report", run_name=f"report {config.experiment}",
+                      tags={"persondet.test_name": test_name}) as run:
+            run.log_params(config.to_params())
+            run.log_artifacts(str(out), "report")
+            run_id = run.run_id
         html_path = None
         if config.output_dir:
             target = Path(config.output_dir)

@@ -10,20 +10,23 @@ heartbeats; a trial whose worker died goes stale and is re-run with the same par
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from persondet import tracking
 from persondet.config import PrepareConfig, TrainConfig, TuneConfig
 from persondet.errors import PersondetError
-from persondet.server import database_uri, redact
+from persondet.server import database_uri, read_secret, redact
+from persondet.tracking import RunHandle, create_run, open_run
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 ENV_STORAGE = "PERSONDET_TUNE_STORAGE"
+# The storage's password, never in the URL (a parameter and a command line are readable by everyone):
+# this variable, or the file named by PERSONDET_TUNE_STORAGE_PASSWORD_FILE, or libpq's own PGPASSWORD,
+# PGPASSFILE or ~/.pgpass.
+ENV_STORAGE_PASSWORD = "PERSONDET_TUNE_STORAGE_PASSWORD"
 OBJECTIVE = "val/AP50"
 
 
@@ -37,6 +40,9 @@ def open_storage(config: TuneConfig):
 
     url = resolve_storage(config.storage)
     engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    password = read_secret(os.environ, ENV_STORAGE_PASSWORD)
+    if password and not url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"password": password}
     if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
         retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(config.max_retry)}
     else:
@@ -64,25 +70,9 @@ def suggest(trial, config: TuneConfig) -> dict[str, Any]:
     return {"lr": lr, "batch_size": batch_size, "source_weights": f"coco=1,cuhk={ratio:.4g}"}
 
 
-@contextlib.contextmanager
-def _mlflow_run_env(run_id: str | None) -> Iterator[None]:
-    """``train`` (and ``prepare``) join the run named by MLFLOW_RUN_ID: point it at ``run_id`` (or none)."""
-    before = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
-        os.environ["MLFLOW_RUN_ID"] = run_id
-    else:
-        os.environ.pop("MLFLOW_RUN_ID", None)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("MLFLOW_RUN_ID", None)
-        else:
-            os.environ["MLFLOW_RUN_ID"] = before
-
-
 def resolve_data(config: TuneConfig) -> tuple[str, str, str]:
-    """(data, val_annotations, val_images); empty settings mean the built-in demo data."""
+    """(data, val_annotations, val_images); empty settings mean the built-in demo data (prepared in a run
+    of its own, nested under the tune run open in this process)."""
     data, val_annotations, val_images = config.data, config.val_annotations, config.val_images
     if not data or not val_annotations:
         from persondet.synth import ensure_demo_data
@@ -95,8 +85,7 @@ def resolve_data(config: TuneConfig) -> tuple[str, str, str]:
         if not data:
             from persondet.prepare import prepare
 
-            with _mlflow_run_env(None):  # a prepare run of its own, not the tune run
-                data = str(prepare(PrepareConfig()).run_id)
+            data = str(prepare(PrepareConfig()).run_id)
     return data, val_annotations, val_images
 
 
@@ -113,9 +102,8 @@ def retried_trial_number(trial) -> int | None:
 class Objective:
     """One trial: one nested training run, pruned on its per-epoch validation AP50."""
 
-    def __init__(self, config: TuneConfig, parent_run_id: str | None, data: str, val_annotations: str,
-                 val_images: str):
-        self.config, self.parent_run_id = config, parent_run_id
+    def __init__(self, config: TuneConfig, parent: RunHandle, data: str, val_annotations: str, val_images: str):
+        self.config, self.parent = config, parent
         self.data, self.val_annotations, self.val_images = data, val_annotations, val_images
 
     def train_config(self, settings: dict[str, Any], seed: int) -> TrainConfig:
@@ -135,15 +123,14 @@ class Objective:
         retry_of = retried_trial_number(trial)
         if retry_of is not None:  # the stale trial's worker died: close its run for it
             stale = trial.study.get_trials(deepcopy=False)[retry_of]
-            stale_run = stale.user_attrs.get("mlflow_run_id")
-            if stale_run:
-                tracking.update_run(stale_run, tags={"persondet.trial_state": "STALE"})
-                tracking.end_run_if_running(stale_run, "FAILED")
-        run_id = tracking.create_run(
-            "train", run_name=f"{self.config.study_name} trial {trial.number}", parent_run_id=self.parent_run_id,
+            stale_run = RunHandle(stale.user_attrs.get("mlflow_run_id"))
+            stale_run.set_tags({"persondet.trial_state": "STALE"})
+            stale_run.end_if_running("FAILED")
+        run = create_run(
+            "train", parent=self.parent, run_name=f"{self.config.study_name} trial {trial.number}",
             tags={"persondet.study": self.config.study_name, "persondet.trial_number": trial.number,
                   **({"persondet.retry_of_trial": retry_of} if retry_of is not None else {})})
-        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("mlflow_run_id", run.run_id)
 
         def on_epoch_end(epoch: int, metrics: dict) -> None:
             if OBJECTIVE not in metrics:
@@ -155,16 +142,15 @@ class Objective:
 
         state = "FAIL"
         try:
-            with _mlflow_run_env(run_id):
-                results = train(train_config, on_epoch_end=on_epoch_end)
+            results = train(train_config, on_epoch_end=on_epoch_end, run_id=run.run_id)
             state = "COMPLETE"
         except optuna.TrialPruned:
             state = "PRUNED"
             raise
         finally:
-            tracking.update_run(run_id, tags={"persondet.trial_state": state})
-            if state != "COMPLETE":
-                tracking.end_run_if_running(run_id, "KILLED" if state == "PRUNED" else "FAILED")
+            run.set_tags({"persondet.trial_state": state})
+            if state != "COMPLETE":  # train opened and ended it, unless it failed before that
+                run.end_if_running("KILLED" if state == "PRUNED" else "FAILED")
         return float(results[OBJECTIVE])
 
 
@@ -186,7 +172,6 @@ def tune(config: TuneConfig) -> dict[str, Any]:
     """Run ``config.n_trials`` trials of the study (joining it when it exists); returns its summary."""
     import optuna
 
-    data, val_annotations, val_images = resolve_data(config)
     storage = open_storage(config)
     shown_storage = redact(resolve_storage(config.storage))
     try:
@@ -199,31 +184,22 @@ def tune(config: TuneConfig) -> dict[str, Any]:
         raise PersondetError(f"study_name={config.study_name!r} already exists in "
                              f"{shown_storage}: set load_if_exists=true to join it")
 
-    # Under `mlflow run -e tune` the run already exists (MLFLOW_RUN_ID): it is the parent.
-    parent = os.environ.get("MLFLOW_RUN_ID")
-    created_parent = not parent
-    if created_parent:
-        parent = tracking.create_run("tune", run_name=f"tune {config.study_name}")
-    tracking.update_run(parent, params={**config.to_params(), "data": data, "val_annotations": val_annotations,
-                                        "val_images": val_images},
-                        tags={"persondet.entry_point": "tune", "persondet.study": config.study_name,
-                              "persondet.worker": f"{socket.gethostname()}:{os.getpid()}",
-                              "persondet.storage": shown_storage})
-    objective = Objective(config, parent, data, val_annotations, val_images)
-    status = "FAILED"
-    try:
-        study.optimize(objective, n_trials=config.n_trials, gc_after_trial=True, show_progress_bar=True)
-        status = "FINISHED"
-    finally:
-        summary = _summary(study)
-        metrics = {f"trials_{k}": summary[k] for k in ("complete", "pruned", "fail")}
-        params, tags = {}, {}
-        if "best_value" in summary:
-            metrics["best_val_AP50"] = summary["best_value"]
-            params = {f"best_{k}": v for k, v in summary["best_params"].items()}
-            tags = {"persondet.best_trial": summary["best_trial"], "persondet.best_run_id": summary["best_run_id"]}
-        tracking.update_run(parent, params=params, metrics=metrics, tags=tags)
-        if created_parent:
-            tracking.terminate_run(parent, status)
-    summary["parent_run_id"] = parent
+    tags = {"persondet.study": config.study_name, "persondet.worker": f"{socket.gethostname()}:{os.getpid()}",
+            "persondet.storage": shown_storage}
+    with open_run("tune", run_name=f"tune {config.study_name}", tags=tags) as parent:
+        data, val_annotations, val_images = resolve_data(config)
+        parent.log_params({**config.to_params(), "data": data, "val_annotations": val_annotations,
+                           "val_images": val_images})
+        objective = Objective(config, parent, data, val_annotations, val_images)
+        try:
+            study.optimize(objective, n_trials=config.n_trials, gc_after_trial=True, show_progress_bar=True)
+        finally:
+            summary = _summary(study)
+            parent.log_metrics({f"trials_{k}": summary[k] for k in ("complete", "pruned", "fail")})
+            if "best_value" in summary:
+                parent.log_metrics({"best_val_AP50": summary["best_value"]})
+                parent.log_params({f"best_{k}": v for k, v in summary["best_params"].items()})
+                parent.set_tags({"persondet.best_trial": summary["best_trial"],
+                                 "persondet.best_run_id": summary["best_run_id"]})
+    summary["parent_run_id"] = parent.run_id
     return summary

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
+import pytest
 import scipy.io
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,3 +45,34 @@ def test_measure_runs_the_coco_load_in_a_fresh_process(tmp_path):
                            tmp_path, None)
     assert 0 < result["seconds"] < result["process_seconds"]
     assert 10 < result["peak_mb"] < 5000
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_ratios_headers_and_the_comparison(tmp_path, monkeypatch):
+    bench = _load_bench()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/outer.db")
+    earlier = tmp_path / "earlier.md"
+    earlier.write_text("| measurement | call wall time (s) | process wall time (s) | peak RSS (MB) |\n|---|---|---|---|\n"
+                       "| pycocotools `COCO(...)` (anchor) | 20.6 | 20.7 | 2925 |\n"
+                       "| persondet prepare, mix coco+cuhk | 15.2 | 16.1 | 760 |\n"
+                       "| ratio prepare / anchor | 0.74x |  | 0.26x |\n\n**CPU load average** before the run: 1.16\n")
+    output = tmp_path / "page.md"
+    bench.main(["--smoke", "--work", str(tmp_path / "work"), "--output", str(output), "--compare", str(earlier)])
+    text = output.read_text()
+    ratio = re.search(r"\| ratio prepare / anchor \| (\d+\.\d+)x \| (\d+\.\d+)x \|  \| (\d+\.\d+)x \|", text)
+    assert ratio and all(float(v) > 0 for v in ratio.groups()), text
+    headers = re.search(r"\| COCO images with persons \+ CUHK-SYSU images \| (\d+) \| [\d.]+ \| [\d.]+ \| "
+                        r"[\d.]+x \| yes \|", text)
+    assert headers and int(headers.group(1)) == bench.SMOKE["coco_person_images"] + bench.SMOKE["cuhk_images"]
+    assert "| before | 20.6 | 15.2 | - | 760 | 0.74x | - | 0.26x |" in text and "| now |" in text
+    assert "**Goal** (issue 15" in text
+
+
+def test_compare_refuses_a_page_of_another_benchmark(tmp_path):
+    bench = _load_bench()
+    page = tmp_path / "other.md"
+    page.write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    from persondet.errors import PersondetError
+
+    with pytest.raises(PersondetError, match=r"--compare=.*other.md.*not a result page of this benchmark"):
+        bench.compare_table(page, {}, {}, 1.0, 1.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("evaluation", "data_loading", "tracking_overhead", "gpu_train_throughput")
+SCRIPTS = ("evaluation", "data_loading", "tracking_overhead", "gpu_train_throughput", "auth_throughput")
 
 
 def _run(name: str, *args: str, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -51,6 +51,7 @@ def test_smoke_run_writes_a_table(name, tmp_path):
     ("demo_sweep", ["--mixes", "coco,citypersons"], "--mixes='coco,citypersons'"),
     ("demo_sweep", ["--data", "huge"], "--data='huge' is not a variant"),
     ("demo_sweep", ["--seeds", "-1"], "--seeds='-1'"),
+    ("auth_throughput", ["--clients", "0"], "--clients=0, --calls=200: both must be >= 1"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(name, args, message, tmp_path):
     output = tmp_path / "out.md"

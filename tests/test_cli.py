@@ -95,4 +95,5 @@ def test_a_bad_option_is_one_line_and_exit_status_2(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "entrypoints" / "prepare.py"), "--mix", "coco+kitti"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("persondet: error: mix='coco+kitti' must be one of coco, cuhk, coco+cuhk")
+    assert proc.stderr.strip() == ("persondet: error: mix='coco+kitti': 'kitti' is not a source "
+                                   "(sources: coco, cuhk, citypersons, crowdhuman; a mix joins them with '+')")

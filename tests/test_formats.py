@@ -10,11 +10,14 @@ from PIL import Image
 
 import prepare_fixtures as fx
 from persondet.errors import PersondetError
+from persondet.formats import boxes as boxes_fmt
 from persondet.formats import coco as coco_fmt
 from persondet.formats import cuhk_sysu as cuhk
 from persondet.formats.imagesize import ImageHeaderError, image_size
-from persondet.formats.merge import SourceSet, merge, resolve_image_path, write_dataset
-from persondet.stats import dataset_stats, stats_markdown
+from persondet.datasets import image_path, recorded_roots
+from persondet.formats.paths import safe_relative_path
+from persondet.formats.merge import SourceSet, merge, write_dataset
+from persondet.stats import BOX_COLOURS, dataset_stats, draw_checks, relative_sizes, stats_markdown
 
 COCO_TINY = fx.SHARED_DATA / "coco-tiny"
 TESTG100 = fx.SHARED_DATA / "cuhk-sysu-real" / "TestG100.mat"
@@ -59,6 +62,29 @@ def test_converter_drops_clips_keeps_flags_and_identities():
     assert all(isinstance(v, float) for a in anns for v in a["bbox"])
 
 
+def test_converter_refuses_non_finite_boxes_naming_file_image_and_box():
+    images = [cuhk.CuhkImage("a.jpg", [_box([1, 2, 3, 4], np.uint8)]),
+              cuhk.CuhkImage("b.jpg", [_box([1, 2, 3, 4], np.uint8), _box([1.0, np.nan, 3.0, 4.0], np.float64)])]
+    with pytest.raises(PersondetError, match=r"^Images.mat: b.jpg box 1: idlocate \[1.0, nan, 3.0, 4.0\]"):
+        cuhk.cuhk_to_coco(images, {"a.jpg": (10, 10), "b.jpg": (10, 10)}, source="Images.mat")
+
+
+def test_box_rules_clip_drop_and_keep_unclipped_values_exactly():
+    boxes = np.array([[0.1, 0.2, 10.3, 20.7],  # inside: unchanged, bit for bit
+                      [-5, 10, 20, 10],  # past the left border: clipped
+                      [90, 50, 30, 30],  # past the right and bottom: clipped
+                      [200, 10, 5, 5],  # outside
+                      [10, 10, 0, 5], [10, 10, 5, -1]])  # empty
+    clipped, kept, counts = boxes_fmt.clip_boxes(boxes, np.array([[100, 60]] * 6))
+    assert kept.tolist() == [True, True, True, False, False, False]
+    assert clipped[:3].tolist() == [[0.1, 0.2, 10.3, 20.7], [0, 10, 15, 10], [90, 50, 10, 10]]
+    assert counts == {"dropped_boxes": 2, "clipped_boxes": 2, "outside_boxes": 1}
+    assert boxes_fmt.first_insane(boxes) is None
+    assert boxes_fmt.first_insane(np.array([[1, 2, 3, 4], [1, np.nan, 3, 4], [np.inf, 0, 1, 1]])) == 1
+    assert boxes_fmt.first_insane(np.array([[1, 2, 3, 4], [0, 0, 1e6 + 1, 1]])) == 1
+    assert boxes_fmt.box_is_sane(0, 0, 1e6, 1e6) and not boxes_fmt.box_is_sane(0, float("nan"), 1, 1)
+
+
 def test_converter_needs_every_size():
     with pytest.raises(PersondetError, match="no image size for x.jpg"):
         cuhk.cuhk_to_coco([cuhk.CuhkImage("x.jpg", [])], {})
@@ -83,6 +109,9 @@ def test_mat_helpers():
     assert cuhk.mat_box(np.zeros((1, 0)), "w") is None
     with pytest.raises(PersondetError, match=r"w: idlocate has 3 values"):
         cuhk.mat_box(np.array([1, 2, 3]), "w")
+    for bad in (np.nan, np.inf, -np.inf, 2e6):
+        with pytest.raises(PersondetError, match=r"^w: idlocate \[1.0, 2.0, .*\] has a value that is not finite"):
+            cuhk.mat_box(np.array([[1.0, 2.0, bad, 4.0]]), "w")
     with pytest.raises(PersondetError, match="expected one string"):
         cuhk.mat_str(np.array(["a", "b"]), "w")
     assert cuhk.identity_number("p10581") == 10581
@@ -190,46 +219,93 @@ def test_coco_tiny_persons():
     assert [a["bbox"] for a in persons.annotations] == expected
 
 
-def test_coco_reader_person_by_name_and_block_boundaries(tmp_path, monkeypatch):
+def test_coco_reader_person_by_name_segmentations_skipped(tmp_path):
     data = fx.coco_json()
+    data["annotations"][0]["segmentation"] = [[1.5, 2.0, 11.5, 2.0] * 500]  # long polygons, any shape
+    data["annotations"][2]["segmentation"] = {"counts": "PPYo0>0", "size": [60, 80]}  # compressed RLE
+    data["images"][0].update(license=3, coco_url="http://x/1.jpg", date_captured="2013-11-14")
     path = tmp_path / "instances.json"
-    path.write_text(json.dumps(data, indent=1))  # polygons across lines, too
-    expected = coco_fmt.read_coco_persons(path)
-    assert expected.category_id == 7 and len(expected.annotations) == 3
-    assert [im["id"] for im in expected.images] == [1, 2]
-    assert expected.counts["images_without_persons"] == 1 and expected.counts["crowd_regions"] == 1
-    for block in (7, 16, 31, 64):  # every polygon cut somewhere by a block boundary
-        monkeypatch.setattr(coco_fmt, "_BLOCK", block)
-        again = coco_fmt.read_coco_persons(path)
-        assert again.annotations == expected.annotations and again.images == expected.images
+    path.write_text(json.dumps(data, indent=1))
+    persons = coco_fmt.read_coco_persons(path)
+    assert persons.category_id == 7 and len(persons.annotations) == 3
+    assert persons.images == [{"id": i, "file_name": f, "width": w, "height": h} for i, f, w, h in fx.COCO_IMAGES[:2]]
+    assert persons.annotations[1] == {"id": 11, "image_id": 1, "bbox": [20.0, 5.0, 30.0, 30.0], "area": 800.0,
+                                      "iscrowd": 1}
+    assert persons.counts == {"images_total": 3, "images_without_persons": 1, "annotations_total": 4,
+                              "dropped_boxes": 0, "clipped_boxes": 0, "outside_boxes": 0, "crowd_regions": 1}
 
 
-def test_coco_reader_strips_polygons_only(tmp_path):
+def test_coco_boxes_clipped_dropped_missing_area_and_iscrowd(tmp_path):
+    data = fx.coco_json()
+    anns = data["annotations"]
+    anns[0]["bbox"] = [-4.0, 40.0, 10.0, 20.0]  # image 1 is 64x48: clipped to [0, 40, 6, 8]
+    anns[2]["bbox"] = [79.0, 59.0, 2.0, 2.0]  # image 2 is 80x60: clipped to [79, 59, 1, 1]
+    del anns[2]["area"], anns[2]["iscrowd"]
+    anns += [{"id": 20, "image_id": 2, "category_id": 7, "bbox": [90, 10, 5, 5]},  # right of the image
+             {"id": 21, "image_id": 2, "category_id": 7, "bbox": [5, 5, -3, 5]},  # negative width
+             {"id": 22, "image_id": 3, "category_id": 7, "bbox": [1, 1, 4, 0]}]  # zero height: image 3 left out
     path = tmp_path / "instances.json"
-    path.write_text(json.dumps(fx.coco_json()))
-    data, _ = coco_fmt._read_without_polygons(path)
-    text = data.decode()
-    assert '"segmentation":[]' in text.replace(" ", "") and '"counts"' in text
-    assert json.loads(text)["annotations"][1]["segmentation"] == {"counts": [5, 10, 20], "size": [48, 64]}
+    path.write_text(json.dumps(data))
+    persons = coco_fmt.read_coco_persons(path)
+    assert [a["bbox"] for a in persons.annotations] == [[0.0, 40.0, 6.0, 8.0], [20.0, 5.0, 30.0, 30.0],
+                                                         [79.0, 59.0, 1.0, 1.0]]
+    assert [a["area"] for a in persons.annotations] == [48.0, 800.0, 1.0]  # capped / given / box area
+    assert [a["iscrowd"] for a in persons.annotations] == [0, 1, 0]
+    assert [im["id"] for im in persons.images] == [1, 2]
+    assert {k: persons.counts[k] for k in ("dropped_boxes", "clipped_boxes", "outside_boxes")} == \
+        {"dropped_boxes": 2, "clipped_boxes": 2, "outside_boxes": 1}
 
 
-@pytest.mark.parametrize("content, match", [
-    ('{"images": [], "annotations": [{"id": 1, "segmentation": [[1, 2]], "bbox": [1,2,3,4]', r"malformed JSON at byte \d+"),
-    ('{"images": [], "annotations": [}, "categories": []}', r"malformed JSON at byte 31: Expecting value"),
-    ('[1, 2, 3]', "top level is list"),
+def _coco_text(change) -> str:
+    data = fx.coco_json()
+    change(data)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"images": [], "annotations": [{"id": 1, "segmentation": [[1, 2]], "bbox": [1,2,3,4]',
+     r"malformed JSON at byte 84: the text ends early"),
+    ('{"images": [], "annotations": [}, "categories": []}', r"malformed JSON at byte 31: invalid character"),
+    ('[1, 2, 3]', r"not a COCO file \(top level: expected `object`, got `array`\)"),
     ('{"images": [], "annotations": []}', r"no list 'categories'"),
     ('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "dog"}]}',
      r"no category named 'person' \(categories: dog\)"),
+    (_coco_text(lambda d: d["annotations"][2].update(image_id="2")),
+     r"annotation 12 \(\$\.annotations\[2\]\.image_id\): Expected `int`, got `str`"),
+    (_coco_text(lambda d: d["images"][1].update(width=80.5)),
+     r"image 2 \(\$\.images\[1\]\.width\): Expected `int`, got `float`"),
+    (_coco_text(lambda d: d["annotations"][1].pop("image_id")),
+     r"annotation 11 \(\$\.annotations\[1\]\): Object missing required field `image_id`"),
+    (_coco_text(lambda d: d["annotations"][0].update(bbox=[1, 2, 3])),
+     r"annotation 10 \(image 1\): bbox \[1, 2, 3\] is not \[x, y, w, h\]"),
+    (_coco_text(lambda d: d["annotations"][2].pop("bbox")), r"annotation 12 \(image 2\) has no bbox"),
+    (_coco_text(lambda d: d["annotations"][2].update(bbox=[0, 0, float("nan"), 3])),
+     r"malformed JSON at byte \d+: NaN is not a JSON number \(non-finite values are refused\), in annotation 12$"),
+    (_coco_text(lambda d: d["annotations"][1].update(segmentation={"counts": [1, float("-inf")], "size": [4, 4]})),
+     r"malformed JSON at byte \d+: -Infinity is not a JSON number .*, in annotation 11$"),
+    (_coco_text(lambda d: d["images"][2].update(width=float("inf"))),
+     r"malformed JSON at byte \d+: Infinity is not a JSON number .*, in image 3$"),
+    (_coco_text(lambda d: d["annotations"][2].update(bbox=[0, 0, 1e308, 3])),
+     r"annotation 12 \(image 2\): bbox \[0.0, 0.0, 1e\+308, 3.0\] has a value that is not finite or beyond 1e\+06"),
+    (_coco_text(lambda d: d["annotations"][2].update(bbox=[0, 0, 30, 3])).replace("[0, 0, 30, 3]", "[0, 0, 30, 1e999]"),
+     r"annotation 12 \(image 2\): bbox \[0, 0, 30, 1e999\] is not \[x, y, w, h\] in finite numbers"),
+    (_coco_text(lambda d: d["images"][2].update(id=1)), r"image id 1 appears twice; ids must be unique"),
+    (_coco_text(lambda d: d["annotations"][2].update(id=11)), r"annotation id 11 appears twice; ids must be unique"),
+    (_coco_text(lambda d: d["images"][1].update(file_name="../../etc/hostname")),
+     r"image 2: file_name '../../etc/hostname' leaves the dataset root"),
+    (_coco_text(lambda d: d["images"][2].update(file_name="/etc/hostname")),
+     r"image 3: file_name '/etc/hostname' is an absolute path"),
+    (_coco_text(lambda d: d["images"][0].update(height=0)), r"image 1 \('000000000001.jpg'\) has size 64x0"),
 ])
-def test_bad_coco_json(tmp_path, content, match):
+def test_bad_coco_json(tmp_path, text, match):
     path = tmp_path / "instances_train2017.json"
-    path.write_text(content)
+    path.write_text(text)
     with pytest.raises(PersondetError, match=match) as info:
         coco_fmt.read_coco_persons(path)
-    assert str(path) in str(info.value)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
 
 
-def test_malformed_json_position_is_in_the_original_file(tmp_path):
+def test_malformed_json_position_is_in_the_file(tmp_path):
     good = json.dumps(fx.coco_json())
     broken = good.replace('"bbox": [0, 0, 40, 30]', '"bbox": [0, 0, 40 30]')
     position = broken.index("40 30") + 3
@@ -237,6 +313,24 @@ def test_malformed_json_position_is_in_the_original_file(tmp_path):
     path.write_text(broken)
     with pytest.raises(PersondetError, match=f"at byte {position}:"):
         coco_fmt.read_coco_persons(path)
+
+
+@pytest.mark.parametrize("name", ["a.jpg", "train2017/a.jpg", "./a.jpg", "a..b.jpg", "..a/b.jpg", "dir/..x.png"])
+def test_safe_relative_path_keeps_names_under_the_root(name):
+    assert safe_relative_path(name, "f.json: image 1") == name
+
+
+@pytest.mark.parametrize("name, match", [
+    ("../a.jpg", "leaves the dataset root"), ("a/../../b.jpg", "leaves the dataset root"),
+    ("..", "leaves the dataset root"), ("a\\..\\..\\b.jpg", "leaves the dataset root"),
+    ("/etc/hostname", "absolute path"), ("\\\\host\\share\\a.jpg", "absolute path"), ("C:\\a.jpg", "absolute path"),
+    ("C:a.jpg", "absolute path"), ("", "not a file name"), (" ", "not a file name"), (7, "not a file name"),
+    ("a\x00.jpg", "NUL byte"),
+])
+def test_safe_relative_path_refuses_names_that_leave_the_root(name, match):
+    with pytest.raises(PersondetError, match=match) as info:
+        safe_relative_path(name, "f.json: image 1")
+    assert str(info.value).startswith("f.json: image 1: file_name ")
 
 
 # ------------------------------------------------------------------------------------------ image headers
@@ -260,7 +354,24 @@ def test_image_size_real_jpegs():
             assert image_size(f) == im.size
 
 
+def test_image_size_past_a_large_exif_block_and_every_truncation(tmp_path):
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 30_000  # the frame header lies beyond the first read
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (640, 480)).save(path, exif=exif)
+    assert image_size(path) == (640, 480)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    frame = data.index(b"\xff\xc0")  # the frame header: marker, length, precision, height, width (9 bytes)
+    assert frame > 30_000
+    for k in [*range(0, frame + 9, 97), frame + 8]:  # every prefix short of it: a clean error, never a crash
+        cut.write_bytes(data[:k])
+        with pytest.raises(ImageHeaderError):
+            image_size(cut)
+
+
 @pytest.mark.parametrize("content, match", [
+    (b"", r"empty file \(0 bytes\)"),
     (b"GIF89a....", "not a JPEG or PNG"),
     (b"\xff\xd8\xff\xe0\x00\x10JFIF", "no JPEG frame header"),
     (b"\x89PNG\r\n\x1a\n\x00\x00", "truncated PNG header"),
@@ -299,8 +410,8 @@ def test_merge_ids_names_roots_and_pycocotools(tmp_path):
     assert merged["categories"] == [{"id": 1, "name": "person", "supercategory": "person"}]
     meta = merged["persondet"]
     assert meta["mix"] == "coco+cuhk" and set(meta["source_digests"]) == {"coco", "cuhk"}
-    assert resolve_image_path(merged, merged["images"][0]) == (tmp_path / "c" / "train2017" / "a.jpg").resolve()
-    assert resolve_image_path(merged, merged["images"][1]) == (tmp_path / "k" / "Image/SSM/a.jpg").resolve()
+    assert image_path(merged["images"][0], recorded_roots(merged)) == (tmp_path / "c" / "train2017" / "a.jpg").resolve()
+    assert image_path(merged["images"][1], recorded_roots(merged)) == (tmp_path / "k" / "Image/SSM/a.jpg").resolve()
     path = write_dataset(merged, tmp_path / "train.json")
     api = COCO(str(path))
     assert len(api.getAnnIds(catIds=[1])) == 3 and len(api.getImgIds()) == 2
@@ -313,8 +424,87 @@ def test_merge_ids_names_roots_and_pycocotools(tmp_path):
 
 def test_stats_exclude_crowd_and_average_relative_size(tmp_path):
     stats = dataset_stats(merge(_sources(tmp_path), "coco+cuhk"))
-    assert stats["coco"] == {"images": 1, "objects": 1, "avg_rel_size": 100 / 5000, "crowd_regions": 1}
-    assert stats["cuhk"] == {"images": 1, "objects": 1, "avg_rel_size": 1000 / 20000, "crowd_regions": 0}
+    assert stats["coco"] == {"images": 1, "objects": 1, "avg_rel_size": 100 / 5000, "crowd_regions": 1,
+                             "ignore_regions": 0}
+    assert stats["cuhk"] == {"images": 1, "objects": 1, "avg_rel_size": 1000 / 20000, "crowd_regions": 0,
+                             "ignore_regions": 0}
     assert stats["merged"]["objects"] == 2
     assert stats["merged"]["avg_rel_size"] == pytest.approx((0.02 + 0.05) / 2)
-    assert "| cuhk | 1 | 1 | 0.05000 | 0 |" in stats_markdown(stats)
+    assert "| cuhk | 1 | 1 | 0.05000 | 0 | 0 |" in stats_markdown(stats)
+
+
+def _with_ignore_regions(tmp_path):
+    """coco + cuhk + a CityPersons-like and a CrowdHuman-like source holding ignore regions and extras."""
+    city = SourceSet("citypersons", tmp_path / "cp", [{"id": 3, "file_name": "leftImg8bit/train/a/x.png",
+                                                       "width": 100, "height": 100}],
+                     [{"id": 1, "image_id": 3, "bbox": [0, 0, 10, 20], "area": 200.0, "iscrowd": 0, "ignore": 0,
+                       "class_label": 1, "instance_id": 24000, "vis_ratio": 0.7},
+                      {"id": 2, "image_id": 3, "bbox": [50, 50, 40, 40], "area": 1600.0, "iscrowd": 0, "ignore": 1,
+                       "class_label": 0, "instance_id": 0, "vis_ratio": 1.0},
+                      {"id": 3, "image_id": 3, "bbox": [20, 0, 30, 30], "area": 900.0, "iscrowd": 1, "ignore": 0,
+                       "class_label": 5, "instance_id": 24, "vis_ratio": 0.0}])
+    crowd = SourceSet("crowdhuman", tmp_path / "ch", [{"id": 1, "file_name": "Images/1,a.jpg", "width": 200,
+                                                       "height": 100}],
+                      [{"bbox": [0, 0, 100, 50], "area": 5000.0, "iscrowd": 0, "ignore": 1, "id": 1, "image_id": 1},
+                       {"bbox": [10, 10, 20, 40], "area": 800.0, "iscrowd": 0, "ignore": 0, "vis_ratio": 0.5, "id": 2,
+                        "image_id": 1}])
+    return [*_sources(tmp_path), city, crowd]
+
+
+def test_merge_keeps_ignore_regions_and_source_extras(tmp_path):
+    merged = merge(_with_ignore_regions(tmp_path), "coco+cuhk+citypersons+crowdhuman")
+    anns = merged["annotations"]
+    assert [a["ignore"] for a in anns] == [0, 0, 0, 0, 1, 0, 1, 0]  # present on every annotation, 0 by default
+    assert list(anns[4])[:9] == ["id", "image_id", "category_id", "bbox", "area", "iscrowd", "ignore", "person_id",
+                                 "ishard"]
+    assert (anns[4]["class_label"], anns[4]["instance_id"], anns[4]["vis_ratio"]) == (0, 0, 1.0)
+    assert anns[7]["vis_ratio"] == 0.5 and "vis_ratio" not in anns[6] and "class_label" not in anns[0]
+    assert set(merged["persondet"]["source_digests"]) == {"coco", "cuhk", "citypersons", "crowdhuman"}
+    # the ignore flag is part of the content: flipping it changes the digest
+    flipped = _with_ignore_regions(tmp_path)
+    flipped[3].annotations[0]["ignore"] = 0
+    assert merge(flipped, "x")["persondet"]["digest"] != merged["persondet"]["digest"]
+
+
+def test_stats_count_ignore_regions_apart_from_persons(tmp_path):
+    merged = merge(_with_ignore_regions(tmp_path), "coco+cuhk+citypersons+crowdhuman")
+    merged["annotations"].append({**merged["annotations"][-1], "id": 99, "ignore": 0, "extra": {"ignore": 1}})
+    stats = dataset_stats(merged)
+    assert stats["citypersons"] == {"images": 1, "objects": 1, "avg_rel_size": 200 / 10000, "crowd_regions": 1,
+                                    "ignore_regions": 1}
+    assert stats["crowdhuman"] == {"images": 1, "objects": 1, "avg_rel_size": 800 / 20000, "crowd_regions": 0,
+                                   "ignore_regions": 2}  # the ignore flag and a nested extra.ignore
+    assert stats["merged"]["objects"] == 4 and stats["merged"]["ignore_regions"] == 3
+    assert relative_sizes(merged)["crowdhuman"] == [800 / 20000]
+    assert "| crowdhuman | 1 | 1 | 0.04000 | 0 | 2 |" in stats_markdown(stats)
+
+
+def test_check_images_draw_ignore_regions_in_their_own_colour(tmp_path):
+    sources = _with_ignore_regions(tmp_path)[2:]
+    for source in sources:
+        for image in source.images:
+            path = source.root / image["file_name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (image["width"], image["height"]), (128, 128, 128)).save(path)
+    merged = merge(sources, "citypersons+crowdhuman")
+    city, crowd = draw_checks(merged, tmp_path / "checks", per_source=1)
+    assert len(set(BOX_COLOURS.values())) == len(BOX_COLOURS)
+
+    def kind_at(path, x, y):  # the box colour nearest to the pixel (JPEG blurs thin lines a little)
+        with Image.open(path) as im:
+            pixel = np.asarray(im.convert("RGB"))[y, x].astype(int)
+        colours = {**BOX_COLOURS, "background": (128, 128, 128)}
+        return min(colours, key=lambda k: np.abs(pixel - colours[k]).sum())
+
+    # CrowdHuman: the ignore region's right edge (x = 100), the person's (x = 30)
+    assert kind_at(crowd, 99, 30) == "ignore" and kind_at(crowd, 29, 40) == "person"
+    assert kind_at(crowd, 60, 30) == "background"
+    # CityPersons: label 0 at [50, 50, 40, 40], the group at [20, 0, 30, 30], the legend's first line
+    assert kind_at(city, 89, 70) == "ignore" and kind_at(city, 35, 29) == "crowd"
+    # the legend: a strip below the image naming the kinds drawn, in their colours (CityPersons: no hard box)
+    with Image.open(city) as im:
+        assert im.width == 100 and im.height > 100
+        strip = np.asarray(im.convert("RGB"))[100:].astype(int).reshape(-1, 3)
+    present = {k for k, c in BOX_COLOURS.items() if (np.abs(strip - c).max(axis=1) < 40).sum() >= 5}
+    assert present == {"person", "crowd", "ignore"}
+

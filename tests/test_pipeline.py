@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from persondet import tracking
+from persondet.tracking import RunHandle
+from persondet.tracking.search import search_runs
 from persondet.config import ConfigError, MainConfig
 from persondet.pipeline import INPUT_DIGEST_TAG, Runner, git_commit, main
 
@@ -58,11 +59,11 @@ def test_log_params_accepts_what_mlflow_run_logged_quoted(store):
     import mlflow
 
     mlflow.set_experiment("study")
-    with mlflow.start_run():
+    with mlflow.start_run() as run:
         mlflow.log_params({"coco_root": "''", "path": "'/a b/c'", "mix": "coco"})
-        tracking.log_params({"coco_root": "", "path": "/a b/c", "mix": "coco", "new": "1"})
+        RunHandle(run.info.run_id).log_params({"coco_root": "", "path": "/a b/c", "mix": "coco", "new": "1"})
         with pytest.raises(Exception, match="Changing param values is not allowed"):
-            tracking.log_params({"mix": "cuhk"})
+            RunHandle(run.info.run_id).log_params({"mix": "cuhk"})
 
 
 def test_main_config_bad_values():
@@ -73,7 +74,7 @@ def test_main_config_bad_values():
 
 
 def _counts():
-    return {ep: len(tracking.search_runs("study", ep)) for ep in ENTRY_POINTS}
+    return {ep: len(search_runs("study", ep)) for ep in ENTRY_POINTS}
 
 
 @pytest.mark.slow

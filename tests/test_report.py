@@ -61,6 +61,14 @@ def test_report_rebuilds_the_study(tmp_path, monkeypatch):
                                 test_images=str(tmp_path / "inhouse" / "images"), person_category="pedestrian",
                                 examples=0))
 
+    def no_inference(*args, **kwargs):
+        raise AssertionError("report must draw the detections evaluate logged, not infer again")
+
+    import persondet.evaluation
+    import persondet.tracking.models
+
+    monkeypatch.setattr(persondet.evaluation, "detect", no_inference)
+    monkeypatch.setattr(persondet.tracking.models, "load_pytorch_model", no_inference)
     result = report(ReportConfig(output_dir=str(tmp_path / "out"), examples=2))
     assert result["test_name"] == "inhouse"
     assert result["stats"][1:] == [["coco", "10", "30", "0.0800"], ["cuhk (all)", "5", "20", "0.0100"],

@@ -118,7 +118,7 @@ def test_crowd_rle_matches_the_rectangle():
     from pycocotools import mask as mask_utils
 
     W, H, (x, y, w, h) = 7, 5, (2, 1, 3, 2)
-    rle = mask_utils.frPyObjects({"counts": synth._rect_rle(x, y, w, h, W, H), "size": [H, W]}, H, W)
+    rle = mask_utils.frPyObjects({"counts": synth.coco.rect_rle(x, y, w, h, W, H), "size": [H, W]}, H, W)
     expected = np.zeros((H, W), np.uint8)
     expected[y:y + h, x:x + w] = 1
     assert (mask_utils.decode(rle) == expected).all()
@@ -264,3 +264,117 @@ def test_cli_writes_a_tree_and_rejects_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("persondet: error: --cuhk-images") and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- CityPersons and CrowdHuman
+EXTRA = synth.DemoProfile(name="small", coco_train_images=24, coco_val_images=8, cuhk_images=20, cuhk_pool_images=8,
+                          inhouse_images=10, citypersons_train_images=8, citypersons_val_images=2,
+                          crowdhuman_train_images=6, crowdhuman_val_images=2)
+REAL_CITYPERSONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "citypersons-real" / "annotations" / \
+    "anno_train.mat"
+
+
+def _tree_files(tree: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()}
+
+
+def test_extra_sources_join_a_finished_tree_and_leave_it_as_it_was(demo, tmp_path):
+    import shutil
+
+    root = tmp_path / "home" / "seed3-small"
+    shutil.copytree(demo.coco_root.parent, root)
+    before = _tree_files(root)
+    data = synth.ensure_demo_data(seed=3, root=root.parent, profile=EXTRA)
+    assert data.citypersons_root is None and data.crowdhuman_root is None
+    data = synth.ensure_demo_data(seed=3, root=root.parent, profile=EXTRA, extra_sources=synth.EXTRA_SOURCES)
+    assert data.citypersons_root == root / "citypersons" and data.crowdhuman_root == root / "crowdhuman"
+    after = _tree_files(root)
+    assert {k: v for k, v in after.items() if k in before} == before  # coco/, cuhk/, inhouse/ untouched
+    assert (root / "citypersons" / "annotations" / "anno_train.mat").is_file()
+    assert (root / "crowdhuman" / "annotation_val.odgt").is_file()
+    assert not [p for p in root.rglob(".*tmp*")], "temporary build folder left behind"
+    stamp = (root / "crowdhuman" / "annotation_train.odgt").stat().st_mtime_ns
+    again = synth.ensure_demo_data(seed=3, root=root.parent, profile=EXTRA, extra_sources=("crowdhuman",))
+    assert again == data and (root / "crowdhuman" / "annotation_train.odgt").stat().st_mtime_ns == stamp
+    with pytest.raises(PersondetError, match="unknown extra source 'caltech'"):
+        synth.ensure_demo_data(seed=3, root=root.parent, profile=EXTRA, extra_sources=("caltech",))
+
+
+def test_extra_sources_are_deterministic_by_seed(tmp_path):
+    def files(seed, name):
+        synth.write_citypersons(tmp_path / name / "cp", seed=seed, train_images=6, val_images=2, cheap_images=True)
+        synth.write_crowdhuman(tmp_path / name / "ch", seed=seed, train_images=6, val_images=2, cheap_images=True)
+        return {k: v for k, v in _tree_files(tmp_path / name).items() if k.endswith((".mat", ".odgt"))}
+
+    first = files(1, "a")
+    assert len(first) == 4 and first == files(1, "b") and first != files(2, "c")
+
+
+def _mat_layout(path: Path, key: str) -> dict:
+    cells = scipy.io.loadmat(path)[key]
+    as_double = scipy.io.loadmat(path, mat_dtype=True)[key]
+    entries = [c[0, 0] for c in cells[0]]
+    return {"top": (cells.ndim, cells.shape[0], cells.dtype.kind), "cell": {c.shape for c in cells[0]},
+            "fields": {e.dtype.names for e in entries}, "city": {(e["cityname"].shape, e["cityname"].dtype.kind)
+                                                                 for e in entries},
+            "dtypes": {e["bbs"].dtype.name for e in entries}, "columns": {e["bbs"].shape[1] for e in entries},
+            "empty": {(e["bbs"].shape, e["bbs"].dtype.name) for e in entries if e["bbs"].size == 0},
+            "as_double": {c[0, 0]["bbs"].dtype.name for c in as_double[0] if c[0, 0]["bbs"].size}}
+
+
+def test_citypersons_demo_is_encoded_like_the_real_file(tmp_path):
+    root = synth.write_citypersons(tmp_path / "cp", seed=0, train_images=24, val_images=8)
+    layout = _mat_layout(root / "annotations" / "anno_train.mat", "anno_train_aligned")
+    assert layout == {"top": (2, 1, "O"), "cell": {(1, 1)}, "fields": {("cityname", "im_name", "bbs")},
+                      "city": {((1,), "U")}, "dtypes": {"uint8", "uint16", "int16"}, "columns": {10},
+                      "empty": {((0, 10), "uint8")}, "as_double": {"float64"}}
+    if REAL_CITYPERSONS.exists():
+        assert _mat_layout(REAL_CITYPERSONS, "anno_train_aligned") == layout
+    cells = scipy.io.loadmat(root / "annotations" / "anno_train.mat")["anno_train_aligned"][0]
+    rows = np.concatenate([c[0, 0]["bbs"].astype(np.int64) for c in cells if c[0, 0]["bbs"].size])
+    assert set(rows[:, 0].tolist()) == {0, 1, 2, 3, 4, 5}
+    int16 = [c[0, 0]["bbs"] for c in cells if c[0, 0]["bbs"].dtype == np.int16]
+    assert all((b[:, 1] < 0).any() for b in int16)  # int16 storage exactly where a box starts left of the image
+    groups = rows[rows[:, 0] == 5]
+    assert (groups[:, 6:] == 0).all() and (groups[:, 5] == 24).all()  # as in the real file
+    for c in cells:
+        with Image.open(root / "leftImg8bit" / "train" / str(c[0, 0]["cityname"][0]) / str(c[0, 0]["im_name"][0])) as f:
+            assert f.format == "PNG" and f.size == (512, 256)
+    assert scipy.io.loadmat(root / "annotations" / "anno_val.mat")["anno_val_aligned"].shape == (1, 8)
+
+
+def test_crowdhuman_demo_lines_and_images(tmp_path):
+    import re
+
+    root = synth.write_crowdhuman(tmp_path / "ch", seed=0, train_images=12, val_images=3)
+    lines = [json.loads(line) for line in (root / "annotation_train.odgt").read_text().splitlines()]
+    assert len(lines) == 12 and all(list(line) == ["ID", "gtboxes"] for line in lines)
+    assert all(re.fullmatch(r"\d{6},[0-9a-f]{15}", line["ID"]) for line in lines)
+    boxes = [(line["ID"], b) for line in lines for b in line["gtboxes"]]
+    assert all(list(b) == ["fbox", "tag", "hbox", "extra", "vbox", "head_attr"] for _, b in boxes)
+    masks = [b for _, b in boxes if b["tag"] == "mask"]
+    ignored = [b for _, b in boxes if b["tag"] == "person" and b["extra"].get("ignore") == 1]
+    assert masks and ignored and all(b["extra"] == {"ignore": 1} and b["head_attr"] == {} for b in masks)
+    assert any("ignore" not in b["extra"] for _, b in boxes)  # extra's keys are optional
+    past = occluded = 0
+    for image_id, b in boxes:
+        with Image.open(root / "Images" / f"{image_id}.jpg") as f:
+            W, H = f.size
+            assert f.format == "JPEG"
+        x, y, w, h = b["fbox"]
+        vx, vy, vw, vh = b["vbox"]
+        assert 0 <= vx and 0 <= vy and vx + vw <= W and vy + vh <= H and x <= vx and vx + vw <= x + w
+        past += x < 0 or y < 0 or x + w > W or y + h > H
+        occluded += vy + vh < min(y + h, H)
+    assert past > 0 and occluded > 0
+
+
+def test_cli_writes_the_extra_sources_when_asked(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert synth.cli(["--out", str(out), "--coco-images", "2", "--coco-val-images", "1", "--cuhk-images", "3",
+                      "--inhouse-images", "1", "--citypersons-images", "4", "--crowdhuman-images", "4",
+                      "--cheap-images"]) == 0
+    printed = capsys.readouterr().out
+    assert f"CityPersons layout: {out / 'citypersons'}" in printed and "CrowdHuman layout" in printed
+    assert len(list((out / "crowdhuman" / "Images").glob("*.jpg"))) == 4 + 1
+    assert (out / "citypersons" / "annotations" / "anno_val.mat").is_file()

@@ -1,9 +1,10 @@
 """CUHK-SYSU person search annotations (.mat) to COCO person detection.
 
-Two layers: readers that unwrap what ``scipy.io.loadmat`` gives back for MATLAB structs (1-element string
-arrays, struct arrays, cells, ``idlocate`` as uint8 or uint16 per entry, empty ``idlocate``) into plain
-Python, and a pure converter (``cuhk_to_coco``) from those plain structures to a COCO dict.  Every box goes
-through ``mat_box``, which casts to float64 before any arithmetic: ``x + w`` in uint8 wraps around.
+Two layers: readers that unwrap what ``scipy.io.loadmat`` gives back for MATLAB structs (with the helpers of
+``persondet.formats.matlab``: 1-element string arrays, struct arrays, cells; ``idlocate`` as uint8 or uint16
+per entry, empty ``idlocate``) into plain Python, and a pure converter (``cuhk_to_coco``) from those plain
+structures to a COCO dict.  Every box goes through ``mat_box``, which casts to float64 before any
+arithmetic: ``x + w`` in uint8 wraps around.
 """
 
 from __future__ import annotations
@@ -11,54 +12,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from persondet.errors import PersondetError
+from persondet.datasets import CUHK_SPLITS
+from persondet.formats.boxes import MAX_COORDINATE, box_is_sane, clip_boxes, first_insane
+from persondet.formats.matlab import MatFormatError, load_mat, mat_int, mat_str, struct_field, struct_items
 from persondet.formats.merge import PERSON_CATEGORY
 
 IMAGE_DIR = "Image/SSM"
 ANNOTATION_DIR = "annotation"
-SPLITS = ("all", "train", "test")
 
 
-class MatFormatError(PersondetError):
-    """A .mat file that is missing, unreadable, or lacks the expected keys or fields."""
-
-
-# ----------------------------------------------------------------------------------------------- .mat helpers
-def load_mat(path: str | Path, key: str) -> np.ndarray:
-    """The variable ``key`` of a MATLAB file, with a one-line error for every way this can fail."""
-    import scipy.io
-
-    path = Path(path)
-    if not path.is_file():
-        raise MatFormatError(f"{path}: annotation file not found")
-    try:
-        content = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises ValueError, MatReadError, OSError, zlib/struct errors...
-        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise MatFormatError(f"{path}: not a readable MATLAB .mat file ({detail})") from None
-    if key not in content:
-        found = sorted(k for k in content if not k.startswith("__"))
-        raise MatFormatError(f"{path}: no variable {key!r} (found: {', '.join(found) or 'none'})")
-    return content[key]
-
-
-def mat_str(value: Any, where: str) -> str:
-    """A MATLAB string as scipy returns it (array(['s1.jpg']) or a cell around one) as str."""
-    if type(value) is np.ndarray and value.dtype.kind == "U" and value.size == 1:  # the common case, fast
-        return value.item()
-    while isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise MatFormatError(f"{where}: expected one string, found an array of shape {value.shape}")
-        value = value.reshape(-1)[0]
-    if isinstance(value, (str, np.str_)):
-        return str(value)
-    raise MatFormatError(f"{where}: expected a string, found {type(value).__name__}")
-
-
+# ------------------------------------------------------------------------------------------------ idlocate
 def mat_box(value: Any, where: str) -> tuple[float, float, float, float] | None:
     """``idlocate`` [x, y, w, h] as float64 (cast first: uint8/uint16 overflow); None when empty."""
     try:
@@ -70,48 +37,31 @@ def mat_box(value: Any, where: str) -> tuple[float, float, float, float] | None:
         raise MatFormatError(f"{where}: idlocate is not numeric ({type(value).__name__})") from None
     if array.size != 4:
         raise MatFormatError(f"{where}: idlocate has {array.size} values, expected [x, y, w, h]")
-    return float(array[0]), float(array[1]), float(array[2]), float(array[3])
+    box = float(array[0]), float(array[1]), float(array[2]), float(array[3])
+    if not box_is_sane(*box):
+        raise MatFormatError(f"{where}: idlocate {list(box)} has a value that is not finite or beyond "
+                             f"{MAX_COORDINATE:g} pixels")
+    return box
 
 
-def mat_int(value: Any, where: str, default: int = 0) -> int:
-    if type(value) is np.ndarray and value.size == 1 and value.dtype.kind in "uif":
-        return int(value.reshape(-1)[0])
-    array = np.asarray(value)
-    if array.size == 0:
-        return default
-    if array.size != 1:
-        raise MatFormatError(f"{where}: expected one number, found shape {array.shape}")
-    return int(array.astype(np.int64).reshape(-1)[0])
+def mat_boxes(values: Sequence[Any], where: Callable[[int], str]) -> np.ndarray:
+    """Many ``idlocate`` values as one (n, 4) float64 array; an empty one becomes [0, 0, 0, 0] (a dropped box).
 
-
-def struct_field(struct: Any, name: str, where: str) -> Any:
-    """Field ``name`` of a MATLAB struct (np.void or a 1-element struct array)."""
-    if type(struct) is np.void and name in struct.dtype.names:  # the common case, fast
-        return struct[name]
-    if isinstance(struct, np.ndarray) and struct.dtype.names is None and struct.size == 1:
-        struct = struct.reshape(-1)[0]  # a cell around a struct
-    names = getattr(getattr(struct, "dtype", None), "names", None)
-    if not names:
-        raise MatFormatError(f"{where}: expected a MATLAB struct, found {type(struct).__name__}")
-    if name not in names:
-        raise MatFormatError(f"{where}: struct has no field {name!r} (fields: {', '.join(names)})")
-    value = struct[name]
-    if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1 and value.ndim > 0 \
-            and getattr(struct, "ndim", 0) > 0:
-        value = value.reshape(-1)[0]  # field of a 1x1 struct array
-    return value
-
-
-def struct_items(array: Any, where: str) -> Iterator[Any]:
-    """The elements of a struct array (or of a cell array of structs), in order."""
-    if not isinstance(array, np.ndarray):
-        raise MatFormatError(f"{where}: expected an array of structs, found {type(array).__name__}")
-    for item in array.reshape(-1):
-        if isinstance(item, np.ndarray) and item.dtype.names is None and item.size == 1:
-            item = item.reshape(-1)[0]  # cell element
-        if isinstance(item, np.ndarray) and item.dtype.names is not None and item.size == 1:
-            item = item.reshape(-1)[0]
-        yield item
+    ``where(i)`` names entry i in the error of ``mat_box``, which checks every value that is not a plain
+    4-number array, and any value that is not finite or absurd.
+    """
+    rows = []
+    for i, value in enumerate(values):
+        if type(value) is np.ndarray and value.size == 4 and value.dtype.kind in "uif":  # the common case
+            rows.append(value.reshape(1, 4))
+        else:
+            box = mat_box(value, where(i))
+            rows.append(np.zeros((1, 4)) if box is None else np.array([box]))
+    boxes = np.concatenate(rows).astype(np.float64) if rows else np.zeros((0, 4))
+    bad = first_insane(boxes)
+    if bad is not None:
+        mat_box(values[bad], where(bad))  # raises, naming the entry
+    return boxes
 
 
 # --------------------------------------------------------------------------------------------------- readers
@@ -136,13 +86,23 @@ def read_images_mat(path: str | Path) -> list[CuhkImage]:
         name = mat_str(struct_field(entry, "imname", where), f"{where}.imname")
         boxes = struct_field(entry, "box", where)
         items = []
-        if np.asarray(boxes).size:
+        if _plain_boxes(boxes):  # the common case, without a call per box
+            items = [CuhkBox(loc, int(hard.item()) if type(hard) is np.ndarray and hard.size == 1
+                             and hard.dtype.kind in "uif" else mat_int(hard, f"{where} ({name}).box.ishard"))
+                     for loc, hard in zip(boxes["idlocate"].reshape(-1), boxes["ishard"].reshape(-1))]
+        elif np.asarray(boxes).size:
             for j, box in enumerate(struct_items(boxes, f"{where}.box")):
                 bw = f"{where} ({name}).box[{j}]"
                 items.append(CuhkBox(struct_field(box, "idlocate", bw),
                                      mat_int(struct_field(box, "ishard", bw), f"{bw}.ishard")))
         images.append(CuhkImage(name, items))
     return images
+
+
+def _plain_boxes(boxes: Any) -> bool:
+    """A struct array of boxes whose fields are idlocate and ishard, as Images.mat stores them."""
+    return type(boxes) is np.ndarray and boxes.dtype.names is not None and boxes.size > 0 \
+        and "idlocate" in boxes.dtype.names and "ishard" in boxes.dtype.names
 
 
 def read_pool_mat(path: str | Path) -> set[str]:
@@ -203,18 +163,25 @@ def identity_number(idname: str) -> int:
     return int(match.group(1))
 
 
+def _first_box(owner: np.ndarray, i: int) -> int:
+    """Index of the first box of the image that owns box i (for messages: 'box j' counts within the image)."""
+    return int(np.searchsorted(owner, owner[i]))
+
+
 def _box_key(xywh: Sequence[float]) -> tuple[int, ...]:
     """The integer box that ties a scene box to an identity's appearance."""
     return tuple(int(round(v)) for v in xywh)
 
 
-def identity_index(groups: Iterable[tuple[str, Sequence[Appearance]]]) -> dict[tuple[str, tuple[int, ...]], int]:
-    """(image name, integer box) -> identity number, from (idname, appearances) groups."""
+def identity_index(groups: Iterable[tuple[str, Sequence[Appearance]]],
+                   source: str | Path = "") -> dict[tuple[str, tuple[int, ...]], int]:
+    """(image name, integer box) -> identity number, from (idname, appearances) groups read from ``source``."""
     index: dict[tuple[str, tuple[int, ...]], int] = {}
+    prefix = f"{source}: " if source else ""
     for idname, appearances in groups:
         number = identity_number(idname)
         for app in appearances:
-            box = mat_box(app.idlocate, f"{idname} in {app.imname}")
+            box = mat_box(app.idlocate, f"{prefix}{idname} in {app.imname}")
             if box is not None:
                 index[(app.imname, _box_key(box))] = number
     return index
@@ -223,8 +190,8 @@ def identity_index(groups: Iterable[tuple[str, Sequence[Appearance]]]) -> dict[t
 # ------------------------------------------------------------------------------------------------- converter
 def select_split(images: Sequence[CuhkImage], pool: set[str] | None, split: str) -> list[CuhkImage]:
     """``all``; ``test`` = the images named in pool.mat; ``train`` = all the others."""
-    if split not in SPLITS:
-        raise MatFormatError(f"cuhk_split={split!r} must be one of {', '.join(SPLITS)}")
+    if split not in CUHK_SPLITS:
+        raise MatFormatError(f"cuhk_split={split!r} must be one of {', '.join(CUHK_SPLITS)}")
     if split == "all":
         return list(images)
     if pool is None:
@@ -234,47 +201,40 @@ def select_split(images: Sequence[CuhkImage], pool: set[str] | None, split: str)
 
 def cuhk_to_coco(images: Iterable[CuhkImage], sizes: Mapping[str, tuple[int, int]],
                  identities: Mapping[tuple[str, tuple[int, ...]], int] | None = None,
-                 image_dir: str = IMAGE_DIR) -> tuple[dict, dict[str, int]]:
+                 image_dir: str = IMAGE_DIR, source: str | Path = "") -> tuple[dict, dict[str, int]]:
     """CUHK-SYSU images and boxes to a COCO dict (one category, person) and counts of what was changed.
 
-    Boxes with w <= 0 or h <= 0 are dropped (``dropped_boxes``); boxes are clipped to the image
-    (``clipped_boxes``) and dropped when nothing is left (``outside_boxes``).  ``file_name`` is relative
-    to the CUHK-SYSU root.  Images left without boxes are counted and left out.
+    Boxes follow ``formats.boxes``: empty ones dropped (``dropped_boxes``, an empty ``idlocate`` too),
+    the others clipped to the image (``clipped_boxes``) or dropped when outside it (``outside_boxes``).  ``file_name`` is relative
+    to the CUHK-SYSU root.  Images left without boxes are counted and left out.  ``source`` (the file the
+    images were read from) starts error messages.
     """
     identities = identities or {}
-    out_images, out_annotations = [], []
-    counts = {"boxes_total": 0, "dropped_boxes": 0, "clipped_boxes": 0, "outside_boxes": 0,
-              "images_without_persons": 0, "person_ids": 0}
+    prefix = f"{source}: " if source else ""
+    images = list(images)
     for image in images:
         if image.name not in sizes:
-            raise MatFormatError(f"no image size for {image.name}")
-        width, height = sizes[image.name]
-        image_id = len(out_images) + 1
-        kept = []
-        for j, box in enumerate(image.boxes):
-            counts["boxes_total"] += 1
-            xywh = mat_box(box.idlocate, f"{image.name} box {j}")
-            if xywh is None or xywh[2] <= 0 or xywh[3] <= 0:
-                counts["dropped_boxes"] += 1
-                continue
-            x, y, w, h = xywh
-            x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
-            if x2 <= x1 or y2 <= y1:
-                counts["outside_boxes"] += 1
-                continue
-            if (x1, y1, x2, y2) != (x, y, x + w, y + h):
-                counts["clipped_boxes"] += 1
-            person_id = identities.get((image.name, _box_key(xywh)), -1)
-            counts["person_ids"] += person_id != -1
-            kept.append({"id": len(out_annotations) + len(kept) + 1, "image_id": image_id,
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                         "iscrowd": 0, "person_id": person_id, "ishard": int(box.ishard)})
-        if not kept:
-            counts["images_without_persons"] += 1
-            continue
-        out_images.append({"id": image_id, "file_name": f"{image_dir}/{image.name}",
-                           "width": int(width), "height": int(height)})
-        out_annotations.extend(kept)
+            raise MatFormatError(f"{prefix}no image size for {image.name}")
+    owner = np.array([k for k, image in enumerate(images) for _ in image.boxes], dtype=np.int64)
+    flat = [box for image in images for box in image.boxes]
+    boxes = mat_boxes([box.idlocate for box in flat],
+                      lambda i: f"{prefix}{images[owner[i]].name} box {i - _first_box(owner, i)}")
+    image_sizes = np.array([sizes[image.name] for image in images], dtype=np.float64).reshape(-1, 2)
+    clipped, kept, counts = clip_boxes(boxes, image_sizes[owner])  # an empty idlocate is [0, 0, 0, 0]: dropped
+    index = np.flatnonzero(kept)
+    has_boxes = np.zeros(len(images), dtype=bool)
+    has_boxes[owner[index]] = True
+    new_ids = np.cumsum(has_boxes).tolist()
+    keys = np.rint(boxes[index]).astype(np.int64).tolist() if identities else [()] * len(index)
+    out_annotations = []
+    for n, (i, box, key) in enumerate(zip(index.tolist(), clipped[index].tolist(), keys), start=1):
+        person_id = identities.get((images[owner[i]].name, tuple(key)), -1) if identities else -1
+        out_annotations.append({"id": n, "image_id": new_ids[owner[i]], "bbox": box, "area": box[2] * box[3],
+                                "iscrowd": 0, "person_id": person_id, "ishard": int(flat[i].ishard)})
+    out_images = [{"id": new_ids[k], "file_name": f"{image_dir}/{image.name}", "width": int(sizes[image.name][0]),
+                   "height": int(sizes[image.name][1])} for k, image in enumerate(images) if has_boxes[k]]
+    counts = {"boxes_total": len(flat), **counts, "images_without_persons": len(images) - len(out_images),
+              "person_ids": sum(a["person_id"] != -1 for a in out_annotations)}
     coco = {"images": out_images, "annotations": out_annotations,
             "categories": [dict(PERSON_CATEGORY)]}
     return coco, counts

@@ -1,31 +1,43 @@
 """Merge per-source COCO person sets into the prepared set (docs/ARCHITECTURE.md, "The prepared set").
 
 Image and annotation ids are renumbered from 1; each image's ``file_name`` is prefixed by its source
-(``coco/train2017/x.jpg``), so names never collide and resolve as ``roots[source] / rest``; the top-level
+(``coco/train2017/x.jpg``), so names never collide and resolve as ``roots[source] / rest`` (the image path
+rule, ``persondet.datasets.image_path``); the top-level
 ``persondet`` key records the roots, the mix, the CUHK-SYSU split and a digest of the content.
+
+Every annotation has ``id``, ``image_id``, ``category_id`` (1), ``bbox``, ``area``, ``iscrowd``, ``ignore``
+(1: an ignore region, CityPersons label 0 or a CrowdHuman mask / ignored person: never a training box,
+never a person in the statistics), ``person_id`` and ``ishard`` (CUHK-SYSU's, else -1 and 0), in that
+order.  A source's other keys are kept as it gave them (CityPersons ``class_label``, ``instance_id``,
+``vis_ratio``; CrowdHuman ``vis_ratio``): they cost a few bytes per box and let a later step select by
+visibility or class without re-reading the source.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import msgspec
+
 from persondet.errors import PersondetError
 
 PERSON_CATEGORY = {"id": 1, "name": "person", "supercategory": "person"}
+_ANNOTATION = {"id": 0, "image_id": 0, "category_id": 0, "bbox": None, "area": 0.0, "iscrowd": 0, "ignore": 0,
+               "person_id": -1, "ishard": 0}
 
 
 @dataclass
 class SourceSet:
     """One source, converted: images with ``file_name`` relative to ``root``, person annotations."""
 
-    name: str  # "coco" or "cuhk"
+    name: str  # the source's name in the registry (persondet.datasets.SOURCES)
     root: Path
     images: list[dict]  # id, file_name (relative to root), width, height; original_file_name optional
-    annotations: list[dict]  # id, image_id, bbox, area, iscrowd; person_id, ishard optional
+    annotations: list[dict]  # id, image_id, bbox, area, iscrowd; ignore, person_id, ishard, extras optional
 
 
 def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all") -> dict:
@@ -34,31 +46,32 @@ def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all") -> di
     if len(set(names)) != len(names) or any("/" in n or not n for n in names):
         raise PersondetError(f"source names must be unique and without '/': {names}")
     images, annotations = [], []
+    category = PERSON_CATEGORY["id"]
     for source in sources:
         new_ids: dict = {}
         for image in source.images:
             new_ids[image["id"]] = len(images) + 1
-            original = image.get("original_file_name", Path(image["file_name"]).name)
+            original = image.get("original_file_name") or image["file_name"].rpartition("/")[2]
             images.append({"id": len(images) + 1, "file_name": f"{source.name}/{image['file_name']}",
                            "width": image["width"], "height": image["height"], "source": source.name,
                            "original_file_name": original})
         for ann in source.annotations:
-            if ann["image_id"] not in new_ids:
+            image_id = new_ids.get(ann["image_id"])
+            if image_id is None:
                 raise PersondetError(f"{source.name}: annotation {ann.get('id')} refers to an image not kept")
-            annotations.append({"id": len(annotations) + 1, "image_id": new_ids[ann["image_id"]],
-                                "category_id": PERSON_CATEGORY["id"], "bbox": list(ann["bbox"]),
-                                "area": float(ann["area"]), "iscrowd": int(ann.get("iscrowd", 0)),
-                                "person_id": int(ann.get("person_id", -1)), "ishard": int(ann.get("ishard", 0))})
+            # the template fixes the key order and the defaults; the source's values, then the new ids, win
+            annotations.append({**_ANNOTATION, **ann, "id": len(annotations) + 1, "image_id": image_id,
+                                "category_id": category})
     dataset = {"info": {"description": f"persondet prepared set ({mix})"},
                "categories": [dict(PERSON_CATEGORY)], "images": images, "annotations": annotations}
-    digests = {s.name: source_digest(s) for s in sources}
+    digests = {s.name: records_digest(s) for s in sources}
     dataset["persondet"] = {"mix": mix, "roots": {s.name: str(Path(s.root).resolve()) for s in sources},
                             "cuhk_split": cuhk_split, "digest": _sha256(list(digests.items())),
                             "source_digests": digests}
     return dataset
 
 
-def source_digest(source: SourceSet) -> str:
+def records_digest(source: SourceSet) -> str:
     """sha256 of a source's images and annotations as converted (not of its root).
 
     The merged set is a deterministic function of its sources in order, so its digest is the hash of
@@ -68,31 +81,20 @@ def source_digest(source: SourceSet) -> str:
 
 
 def _sha256(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(msgspec.json.encode(value, order="sorted")).hexdigest()
 
 
 def write_dataset(dataset: dict, path: str | Path) -> Path:
-    """Write atomically (temporary file in the same folder, then rename)."""
+    """Write atomically (temporary file in the same folder, then rename); a full disk is one line, no leftover."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    text = json.dumps(dataset, separators=(",", ":"))  # dumps uses the C encoder, dump does not (4x slower)
-    with open(tmp, "w") as f:
-        f.write(text)
-    tmp.replace(path)
+    data = msgspec.json.encode(dataset)  # compact UTF-8; 5-8x faster than json.dumps at full scale
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise PersondetError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
-
-
-def resolve_image_path(dataset: dict, image: dict, base: str | Path | None = None) -> Path:
-    """Where an image of a prepared set lives: ``roots[source] / rest of file_name``.
-
-    A plain COCO file (no ``persondet`` key) resolves ``file_name`` against ``base`` (the json's folder).
-    """
-    meta = dataset.get("persondet")
-    if not meta:
-        return Path(base or ".") / image["file_name"]
-    source, _, rest = image["file_name"].partition("/")
-    roots = meta.get("roots", {})
-    if source not in roots or not rest:
-        raise PersondetError(f"image {image.get('id')} file_name {image['file_name']!r}: "
-                             f"no root recorded for source {source!r} (roots: {', '.join(roots)})")
-    return Path(roots[source]) / rest

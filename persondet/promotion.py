@@ -1,8 +1,8 @@
 """The ``promote`` step: the best merged-data version of ``persondet`` becomes the champion.
 
-Eligible: versions whose ``dataset_mix`` names both sources (coco and cuhk) and whose training run holds
-``<test_name>/<metric>`` for the chosen test set with the same digest (``<test_name>/digest``), which the
-``evaluate`` step writes.  Best: the highest metric; on a tie the LOWER (older) version wins, so an
+Eligible: versions trained on merged data (``dataset_mix`` names at least two sources:
+``persondet.datasets.is_merged``) whose training run holds ``<test_name>/<metric>`` for the chosen test
+set with the same digest (``<test_name>/digest``), which the ``evaluate`` step writes.  Best: the highest metric; on a tie the LOWER (older) version wins, so an
 equally good newcomer never displaces a model already deployed.  The best replaces the current champion
 only when it is strictly better on the same test set (or the champion is not comparable there): it moves
 to stage ``Production`` (archiving the previous one) and the alias ``champion`` points at it.  A second
@@ -16,11 +16,12 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
-from persondet import tracking
 from persondet.config import PromoteConfig
+from persondet.datasets import is_merged
 from persondet.errors import PersondetError
-
-MERGED_SOURCES = {"coco", "cuhk"}
+from persondet.tracking import open_run
+from persondet.tracking.registry import model_versions, promote_version, set_version_tags, version_by_alias
+from persondet.tracking.search import get_run
 
 
 @dataclass
@@ -32,11 +33,17 @@ class Candidate:
     training_run_id: str
     evaluations: dict[str, tuple[str, float | None]]  # test_name -> (digest, metric value)
     value: float | None = None
-    eligible: str = ""  # "yes" or the reason why not
+    eligible: bool = False
+    reason: str = ""  # why not eligible
+
+    @property
+    def verdict(self) -> str:
+        """The decision table's cell: ``yes`` or ``no: <reason>``."""
+        return "yes" if self.eligible else f"no: {self.reason}"
 
     @property
     def merged(self) -> bool:
-        return MERGED_SOURCES <= set(self.mix.split("+"))
+        return is_merged(self.mix)
 
 
 @dataclass
@@ -52,10 +59,10 @@ class PromoteResult:
 
 def _candidates(config: PromoteConfig) -> list[Candidate]:
     out = []
-    for mv in tracking.model_versions(config.model_name):
+    for mv in model_versions(config.model_name):
         tags = dict(mv.tags or {})
         run_id = tags.get("training_run_id") or mv.run_id or ""
-        run = tracking.get_run(run_id) if run_id else None
+        run = get_run(run_id) if run_id else None
         params = run.data.params if run else {}
         evaluations: dict[str, tuple[str, float | None]] = {}
         if run:
@@ -85,15 +92,14 @@ def _mark(candidates: list[Candidate], test_name: str, digest: str) -> None:
     for c in candidates:
         digest_seen, value = c.evaluations.get(test_name, ("", None))
         if not c.merged:
-            c.eligible = f"no: dataset_mix={c.mix} is not merged data"
+            c.reason = f"dataset_mix={c.mix} is not merged data"
         elif not test_name or test_name not in c.evaluations:
-            c.eligible = f"no: not evaluated on {test_name or 'any test set'}"
+            c.reason = f"not evaluated on {test_name or 'any test set'}"
         elif digest_seen != digest:
-            c.eligible = f"no: evaluated on another {test_name} (digest {digest_seen})"
+            c.reason = f"evaluated on another {test_name} (digest {digest_seen})"
         elif value is None:
-            c.eligible = "no: metric missing"
-        else:
-            c.eligible = "yes"
+            c.reason = "metric missing"
+        c.eligible = not c.reason
         if digest_seen == digest and value is not None:
             c.value = value  # shown in the table even when not eligible
 
@@ -103,7 +109,7 @@ def decision_table(candidates: list[Candidate], metric: str, champion: str, best
     for c in candidates:
         role = " ".join(r for r, v in (("champion", champion), ("best", best)) if v == c.version)
         rows.append([c.version, c.mix, c.batch_size, c.stage,
-                     "-" if c.value is None else f"{c.value:.4f}", c.eligible, role])
+                     "-" if c.value is None else f"{c.value:.4f}", c.verdict, role])
     return rows
 
 
@@ -121,19 +127,19 @@ def promote(config: PromoteConfig) -> PromoteResult:
                              "(train a model first)")
     test_name, digest = _choose_test_set(config, candidates)
     _mark(candidates, test_name, digest)
-    eligible = [c for c in candidates if c.eligible == "yes"]
+    eligible = [c for c in candidates if c.eligible]
     if not eligible:
-        reasons = "; ".join(f"v{c.version} {c.eligible[4:]}" for c in candidates[:5])
+        reasons = "; ".join(f"v{c.version} {c.reason}" for c in candidates[:5])
         raise PersondetError(f"no eligible version of {config.model_name!r} to promote by {config.metric}: "
-                             f"needs dataset_mix naming coco and cuhk and an evaluation on "
+                             f"needs a dataset_mix of merged data and an evaluation on "
                              f"{test_name or 'a test set'} ({reasons})")
     best = max(eligible, key=lambda c: (c.value, -int(c.version)))  # tie: the lower version wins
-    current = tracking.version_by_alias(config.model_name, config.alias)
+    current = version_by_alias(config.model_name, config.alias)
     champion = next((c for c in candidates if current is not None and c.version == str(current.version)), None)
 
     if champion is best and champion.stage == config.stage:
         decision, reason = "kept", f"v{best.version} is already {config.alias} and the best"
-    elif champion is not None and champion is not best and champion.eligible == "yes" \
+    elif champion is not None and champion is not best and champion.eligible \
             and champion.value >= best.value:
         decision, reason = "kept", (f"{config.alias} v{champion.version} ({champion.value:.4f}) is not "
                                     f"beaten by v{best.version} ({best.value:.4f})")
@@ -143,15 +149,15 @@ def promote(config: PromoteConfig) -> PromoteResult:
             reason = f"v{best.version} is the first {config.alias}"
         elif champion is best:
             reason = f"v{best.version} moved back to stage {config.stage}"
-        elif champion.eligible == "yes":
+        elif champion.eligible:
             reason = f"v{best.version} ({best.value:.4f}) beats v{champion.version} ({champion.value:.4f})"
         else:
-            reason = f"v{best.version} replaces v{champion.version} ({champion.eligible[4:]})"
-        tracking.promote_version(config.model_name, best.version, config.alias, config.stage, {
+            reason = f"v{best.version} replaces v{champion.version} ({champion.reason})"
+        promote_version(config.model_name, best.version, config.alias, config.stage, {
             "promote.metric": config.metric, f"promote.{config.metric}": f"{best.value:.6f}",
             "promote.test_name": test_name, "promote.test_digest": digest, "promote.decision": reason})
         if champion is not None and champion is not best:
-            tracking.set_version_tags(config.model_name, champion.version,
+            set_version_tags(config.model_name, champion.version,
                                       {"promote.decision": f"archived: replaced by v{best.version}"})
         best.stage = config.stage
         if champion is not None and champion is not best and champion.stage == config.stage:
@@ -168,14 +174,14 @@ def promote(config: PromoteConfig) -> PromoteResult:
 
 def _log_run(config: PromoteConfig, decision: str, reason: str, champion: str, test_name: str,
              digest: str, table: str) -> None:
-    with tracking.start_run("promote", run_name=f"promote by {config.metric}",
-                            tags={"persondet.decision": decision, "persondet.champion_version": champion,
-                                  "persondet.test_name": test_name, "persondet.test_digest": digest}):
-        tracking.log_params(config.to_params())
+    with open_run("promote", run_name=f"promote by {config.metric}",
+                  tags={"persondet.decision": decision, "persondet.champion_version": champion,
+                        "persondet.test_name": test_name, "persondet.test_digest": digest}) as run:
+        run.log_params(config.to_params())
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "decision.md")
             with open(path, "w") as f:
                 f.write(f"# promote by {config.metric} on {test_name} (digest {digest})\n\n```\n{table}\n```\n\n"
                         f"decision: {decision}: {reason}\n")
-            tracking.log_artifact(path)
+            run.log_artifact(path)
 

@@ -1,0 +1,113 @@
+"""``train(config) -> metrics``: one tracked training, read top to bottom as its steps."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from persondet.config import TrainConfig
+from persondet.distributed import get_rank, get_world_size
+from persondet.model_names import REGISTERED_MODEL, resolve_model
+from persondet.tracking import RunHandle, open_run
+from persondet.tracking.models import log_detector
+from persondet.training import checkpoint
+from persondet.training.build import (TrainingData, build_recipe, distributed_model, hardware, load_data,
+                                      process_group, setup_device)
+from persondet.training.loop import EpochCallback, Progress, StopRequested, fit
+
+LOCAL_ONLY = ("resume", "checkpoint_dir", "device")  # settings of this machine, not of the training
+
+
+def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
+          run_id: str | None = None) -> dict[str, float]:
+    """Train one detector as configured; returns the final metrics (rank 0's view).
+
+    The run: the checkpoint's when resuming, else ``run_id`` (a torchrun launcher's or a tune trial's),
+    else ``mlflow run``'s or a new one (``tracking.open_run``).  Under torchrun it joins the process group
+    first.  ``on_epoch_end(epoch, metrics)`` runs on rank 0 after each epoch's checkpoint; an exception from
+    it (e.g. optuna.TrialPruned) stops the training, ends the run KILLED and propagates.
+    """
+    with process_group(config):
+        device = setup_device(config)
+        data = load_data(config, device)
+        model_name = resolve_model(config.model, cuda=device.type == "cuda")
+        recipe = build_recipe(config, model_name, device, data.iters_per_epoch)
+        resumed = checkpoint.Resumed()
+        if config.resume:
+            resumed = checkpoint.restore(config.resume, model_name, data.iters_per_epoch, recipe.detector,
+                                         recipe.optimizer, recipe.scheduler, recipe.scaler)
+        model = distributed_model(recipe.detector, device)
+
+        stopped: list[BaseException] = []
+        with open_run("train", run_id=resumed.run_id or run_id, system_metrics=True,
+                      run_name=f"train-{model_name}-{data.mix}-bs{config.batch_size}",
+                      stopped=lambda exc: exc in stopped or isinstance(exc, StopRequested)) as run:
+            if not config.resume:
+                run.log_params(training_params(config, data, model_name, device))
+            progress = fit(run, config, model, recipe, data, device, model_name, resumed, on_epoch_end, stopped)
+            _write_weights_digest(recipe.detector)
+            results = final_metrics(progress, config, device)
+            run.log_metrics({k: v for k, v in results.items() if k not in progress.epoch_metrics})
+            log_model(run, recipe.detector, config, data, device)
+        return results
+
+
+def training_params(config: TrainConfig, data: TrainingData, model_name: str, device: torch.device) -> dict:
+    """The run's parameters: the config as typed (``model`` stays ``auto``: ``mlflow run`` has logged it
+    already; ``model_resolved`` is what was built) and what the training derived from it."""
+    gpu_type, gpu_count = hardware(device)
+    params = {**config.to_params(), "model_resolved": model_name, "gpu_type": gpu_type, "gpu_count": gpu_count,
+              "batch_size_per_device": data.per_device, "dataset_mix": data.mix, "world_size": get_world_size(),
+              "train_images": len(data.train_set), "iters_per_epoch": data.iters_per_epoch}
+    for local_only in LOCAL_ONLY:
+        params.pop(local_only, None)
+    return params
+
+
+def final_metrics(progress: Progress, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Training time, time per iteration (after the timing warm-up), images/s, peak GPU memory, and the
+    last epoch's metrics."""
+    timed_n = progress.timed_iterations
+    time_per_iter = progress.timed_seconds / timed_n if timed_n else float("nan")
+    results = {"train_time_s": progress.train_time_s, "time_per_iter_s": time_per_iter,
+               "images_per_s": config.batch_size / time_per_iter if timed_n else float("nan"),
+               **progress.epoch_metrics}
+    if device.type == "cuda":
+        results["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return results
+
+
+def log_model(run: RunHandle, detector: torch.nn.Module, config: TrainConfig, data: TrainingData,
+              device: torch.device) -> None:
+    """Log the serving module (``PersonDetector``, on CPU) as the run's ``model``; with ``register``, as a
+    new version of the registered model, tagged with what the study compares (rank 0 only)."""
+    if run.run_id is None:
+        return
+    from persondet.model import PersonDetector
+
+    gpu_type, gpu_count = hardware(device)
+    serving = PersonDetector(copy.deepcopy(detector).cpu().to(memory_format=torch.contiguous_format))
+    example = torch.zeros((1, 64, 64, 3), dtype=torch.uint8)
+    version = log_detector(run, serving, example.numpy(), serving(example).numpy(),
+                           REGISTERED_MODEL if config.register else None,
+                           {"dataset_mix": data.mix, "batch_size": config.batch_size, "gpu_type": gpu_type,
+                            "gpu_count": gpu_count, "training_run_id": run.run_id})
+    if version is not None:
+        run.set_tags({"persondet.model_version": version})
+
+
+def _write_weights_digest(detector: torch.nn.Module) -> None:
+    """With PERSONDET_WEIGHTS_DIGEST_DIR set, every rank writes a hash of its final weights there
+    (rank<r>.sha256): a check that DDP replicas stayed identical."""
+    folder = os.environ.get("PERSONDET_WEIGHTS_DIGEST_DIR")
+    if not folder:
+        return
+    digest = hashlib.sha256()
+    for name, tensor in sorted(detector.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    Path(folder, f"rank{get_rank()}.sha256").write_text(digest.hexdigest())

@@ -1,0 +1,37 @@
+"""A torchrun worker: ``python -m persondet.training.worker <config.json> <result.json>``.
+
+Every worker trains (``train``, joining the process group); global rank 0 writes the metrics, or the
+one-line error, to the result file the launcher reads.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from persondet.distributed import is_main_process
+from persondet.errors import PersondetError
+from persondet.training.launcher import read_worker_config
+from persondet.training.trainer import train
+
+
+def main(argv: list[str]) -> int:
+    """Train with the launcher's config file; 0 on success, 2 on a PersondetError (rank 0 reports it)."""
+    config_file, result_file = Path(argv[0]), Path(argv[1])
+    try:
+        config, run_id = read_worker_config(config_file.read_text())
+        metrics = train(config, run_id=run_id)
+    except PersondetError as exc:
+        message = " ".join(str(exc).split())
+        if is_main_process():
+            print(f"persondet: error: {message}", file=sys.stderr)
+            result_file.write_text(json.dumps({"error": message}))
+        return 2
+    if is_main_process():
+        result_file.write_text(json.dumps({"metrics": metrics}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
