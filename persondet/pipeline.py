@@ -22,7 +22,7 @@ from typing import Any
 from persondet.config import MainConfig
 from persondet.datasets import SOURCES, is_merged, mix_sources
 from persondet.model_names import resolve_model
-from persondet.tracking import RunHandle, open_run
+from persondet.tracking import RunHandle, open_run, run_name
 from persondet.tracking.projects import export_step_environment, run_project
 from persondet.tracking.search import find_finished
 
@@ -203,7 +203,7 @@ def main(config: MainConfig) -> dict[str, Any]:
     """The whole study in ``config.experiment``, each step a child run of this ``main`` run."""
     start = time.time()
     export_step_environment(config.experiment)
-    with open_run("main", run_name="main") as run:
+    with open_run("main", run_name=run_name("main")) as run:
         run.log_params(config.to_params())
         study = run_study(config, Runner(config.experiment, git_commit()))
         seconds = time.time() - start

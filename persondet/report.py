@@ -22,7 +22,7 @@ from persondet.config import PrepareConfig, ReportConfig
 from persondet.datasets import BASELINE_MIX, SOURCES, is_merged, mix_name, mix_problem, mix_sort_key
 from persondet.errors import PersondetError
 from persondet.servers import SERVER_TAG
-from persondet.tracking import open_run
+from persondet.tracking import open_run, run_name
 from persondet.tracking.search import download_artifact, get_run, search_runs
 
 
@@ -286,7 +286,7 @@ def report(config: ReportConfig) -> dict[str, Any]:
         (out / "tables.md").write_text(
             "## datasets\n\n" + _markdown(stats) + "\n## time per batch\n\n" + _markdown(speed_tab) + "\n"
             + "".join(_markdown(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n" + _markdown(ap_tab))
-        with open_run("report", run_name=f"report {config.experiment}",
+        with open_run("report", run_name=run_name("report"),
                       tags={"persondet.test_name": test_name}) as run:
             run.log_params(config.to_params())
             run.log_artifacts(str(out), "report")
