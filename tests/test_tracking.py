@@ -100,3 +100,30 @@ def test_a_run_given_by_id_can_be_renamed(client):
     with open_run("train", run_id=created.run_id) as run:
         run.rename("train coco b2 cpu")
     assert client.get_run(created.run_id).info.run_name == "train coco b2 cpu"
+
+
+def test_experiments_persondet_logs_to_open_on_the_training_runs(client, monkeypatch):
+    """MLflow 3's UI shows an experiment without a kind as a GenAI one (traces): persondet marks its own."""
+    with open_run("train"):
+        pass
+    made = client.get_experiment_by_name("handles")
+    assert made.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # an experiment `mlflow run` created (no kind), joined through the run it made
+    import mlflow.tracking.fluent as fluent
+
+    launched = client.create_run(client.create_experiment("by-mlflow-run")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launched)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "by-mlflow-run")
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)  # a fresh step process
+    with open_run("prepare"):
+        pass
+    assert client.get_experiment_by_name("by-mlflow-run").tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # a kind someone chose stays
+    chosen = client.create_experiment("chosen", tags={"mlflow.experimentKind": "genai_development"})
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "chosen")
+    with open_run("evaluate") as run:
+        pass
+    assert client.get_run(run.run_id).info.experiment_id == chosen
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"

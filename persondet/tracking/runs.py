@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from persondet.distributed import is_main_process
-from persondet.tracking.store import client, experiment_id, tracking_error, tracking_uri
+from persondet.tracking.store import client, experiment_id, mark_experiment, tracking_error, tracking_uri
 
 ENTRY_POINT_TAG = "persondet.entry_point"
 DATASET_DIGEST_CHARS = 32  # the tracking store keeps at most 36 characters of a dataset digest
@@ -226,6 +226,8 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
             experiment = parent.info.experiment_id if parent is not None else experiment_id()
             run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=all_tags, nested=nested,
                                    log_system_metrics=sample)
+        if existing:  # created by `mlflow run` (or a launcher) in an experiment persondet may not have made
+            mark_experiment(client().get_experiment(run.info.experiment_id))
     except Exception as exc:  # noqa: BLE001 - MlflowException or a requests error: name the store
         raise tracking_error(exc) from None
     status = "FAILED"
