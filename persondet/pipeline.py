@@ -48,6 +48,10 @@ class StepRecord:
 @dataclass
 class Study:
     steps: list[StepRecord] = field(default_factory=list)
+    test_name: str = ""
+
+    def run_ids(self, entry_point: str) -> list[str]:
+        return [s.run_id for s in self.steps if s.entry_point == entry_point]
 
 
 def git_commit(root: Path = REPO_ROOT) -> str | None:
@@ -170,6 +174,7 @@ def run_study(config: MainConfig, runner: Runner) -> Study:
     evaluation runs, and all of them for the report.
     """
     test_set, test_parameters = _test_set(config)
+    runner.study.test_name = test_set.name
     root_settings = {s.root_param: getattr(config, s.root_param) for s in SOURCES.values()
                      if hasattr(config, s.root_param)}
     digests: dict[str, str] = {}
@@ -213,4 +218,19 @@ def main(config: MainConfig) -> dict[str, Any]:
                                                          for i, s in enumerate(study.steps)})[:5000]})
     print(f"persondet main: {len(study.steps)} steps, {len(ran)} run, {len(study.steps) - len(ran)} re-used, "
           f"{seconds:.0f} s")
-    return {"run_id": run.run_id, "seconds": seconds, "steps": study.steps}
+    summary = _summary(study)
+    print(summary)
+    return {"run_id": run.run_id, "seconds": seconds, "steps": study.steps, "summary": summary}
+
+
+def _summary(study: Study) -> str:
+    """What the study produced (``summary.study_summary``) from its step runs."""
+    from persondet.summary import study_summary
+    from persondet.tracking.search import get_run
+
+    def last(entry_point: str):
+        ids = study.run_ids(entry_point)
+        return get_run(ids[-1]) if ids else None
+
+    train_runs = [run for run in map(get_run, study.run_ids("train")) if run is not None]
+    return study_summary(train_runs, study.test_name, last("promote"), last("report"))

@@ -24,6 +24,8 @@ from persondet.errors import PersondetError
 from persondet.servers import SERVER_TAG
 from persondet.tracking import open_run, run_name
 from persondet.tracking.search import download_artifact, get_run, search_runs
+from persondet.summary import (ap50_cells, ap50_table, champion_text, compare_runs_url, markdown_table,
+                               ui_hint)
 
 
 def _num(text: Any) -> float | None:
@@ -118,23 +120,6 @@ def choose_test_name(train_runs, wanted: str = "") -> str:
     counts = Counter(key[: -len("/AP50")] for run in train_runs for key in run.data.metrics
                      if key.endswith("/AP50"))
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if counts else ""
-
-
-def ap50_table(train_runs, test_name: str) -> list[list[str]]:
-    """AP50 on ``test_name``: dataset mix as rows, batch size as columns (the newest run per cell)."""
-    cells: dict[tuple[str, str], float] = {}
-    for run in train_runs:  # newest first
-        value = run.data.metrics.get(f"{test_name}/AP50")
-        if value is None:
-            continue
-        key = (run.data.params.get("dataset_mix", "?"), run.data.params.get("batch_size", "?"))
-        cells.setdefault(key, value)
-    mixes = sorted({m for m, _ in cells}, key=mix_sort_key)
-    sizes = sorted({b for _, b in cells}, key=_sort_key)
-    table = [["dataset_mix \\ batch_size", *sizes]]
-    for m in mixes:
-        table.append([m, *[f"{cells[(m, b)]:.4f}" if (m, b) in cells else "-" for b in sizes]])
-    return table
 
 
 # --- figures --------------------------------------------------------------------------------------
@@ -238,16 +223,21 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def _markdown(rows: list[list[str]]) -> str:
-    if not rows:
-        return ""
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines) + "\n"
+def outcome_html(champion: str, compare_url: str, compared: int) -> str:
+    """The study's outcome: the champion and why, and the link to the MLflow UI's comparison of the runs
+    in the AP50 table."""
+    parts = ["<h2>Outcome</h2>", f"<p id='champion'>{html.escape(champion)}</p>"]
+    if compare_url:
+        hint = ui_hint()
+        parts.append(f"<p><a id='compare-runs' href='{html.escape(compare_url)}'>Compare the {compared} training "
+                     "runs in the MLflow UI</a>" + (f" (after <code>{html.escape(hint)}</code>)" if hint else "")
+                     + "</p>")
+    return "".join(parts)
 
 
-def render_html(experiment: str, test_name: str, stats, speed_tab, ratios, ap_tab, chart, examples) -> str:
-    parts = [f"<h1>persondet study: {html.escape(experiment)}</h1>",
+def render_html(experiment: str, test_name: str, stats, speed_tab, ratios, ap_tab, chart, examples,
+                outcome: str = "") -> str:
+    parts = [f"<h1>persondet study: {html.escape(experiment)}</h1>", outcome,
              "<h2>Datasets</h2>", _html_table(stats),
              "<h2>Training speed (time per batch)</h2>", _html_table(speed_tab)]
     parts += [_html_table(m) for m in ratios]
@@ -281,11 +271,17 @@ def report(config: ReportConfig) -> dict[str, Any]:
             speed_chart(speed, chart)
         ap_tab = ap50_table(train_runs, test_name)
         examples = side_by_side(train_runs, test_name, config.examples, out, Path(tmp) / "evaluations")
-        page = render_html(config.experiment, test_name, stats, speed_tab, ratios, ap_tab, chart, examples)
+        compared = list(ap50_cells(train_runs, test_name).values())
+        promote_runs = search_runs(config.experiment, "promote", "FINISHED")
+        champion = champion_text(promote_runs[0] if promote_runs else None)
+        compare_url = compare_runs_url([r.info.run_id for r in compared],
+                                       [r.info.experiment_id for r in compared]) if compared else ""
+        page = render_html(config.experiment, test_name, stats, speed_tab, ratios, ap_tab, chart, examples,
+                           outcome_html(champion, compare_url, len(compared)))
         (out / "report.html").write_text(page)
         (out / "tables.md").write_text(
-            "## datasets\n\n" + _markdown(stats) + "\n## time per batch\n\n" + _markdown(speed_tab) + "\n"
-            + "".join(_markdown(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n" + _markdown(ap_tab))
+            "## datasets\n\n" + markdown_table(stats) + "\n## time per batch\n\n" + markdown_table(speed_tab) + "\n"
+            + "".join(markdown_table(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n" + markdown_table(ap_tab))
         with open_run("report", run_name=run_name("report"),
                       tags={"persondet.test_name": test_name}) as run:
             run.log_params(config.to_params())
@@ -299,6 +295,6 @@ def report(config: ReportConfig) -> dict[str, Any]:
             tmp_html.write_text(page)
             os.replace(tmp_html, target / "report.html")
             html_path = str(target / "report.html")
-    print(_markdown(ap_tab) if len(ap_tab) > 1 else "no AP50 results yet")
-    return {"run_id": run_id, "test_name": test_name, "ap50": ap_tab, "speed": speed_tab, "ratios": ratios,
+    print(markdown_table(ap_tab) if len(ap_tab) > 1 else "no AP50 results yet")
+    return {"run_id": run_id, "test_name": test_name, "ap50": ap_tab, "champion": champion, "compare_url": compare_url, "speed": speed_tab, "ratios": ratios,
             "stats": stats, "examples": len(examples), "html": html_path}
