@@ -24,8 +24,8 @@ from persondet.errors import PersondetError
 from persondet.servers import SERVER_TAG
 from persondet.tracking import open_run, run_name
 from persondet.tracking.search import download_artifact, get_run, search_runs
-from persondet.summary import (ap50_cells, ap50_table, champion_text, compare_runs_url, markdown_table,
-                               ui_hint)
+from persondet.summary import (ap50_cells, ap50_table, champion_text, compare_runs_url,
+                               experiment_url, markdown_table, ui_hint)
 
 
 def _num(text: Any) -> float | None:
@@ -223,15 +223,16 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def outcome_html(champion: str, compare_url: str, compared: int) -> str:
-    """The study's outcome: the champion and why, and the link to the MLflow UI's comparison of the runs
-    in the AP50 table."""
+def outcome_html(champion: str, compare_url: str, compared: int, runs_url: str) -> str:
+    """The study's outcome: the champion and why, and links to the MLflow UI: the experiment's runs and the
+    comparison of the runs in the AP50 table."""
     parts = ["<h2>Outcome</h2>", f"<p id='champion'>{html.escape(champion)}</p>"]
     if compare_url:
         hint = ui_hint()
-        parts.append(f"<p><a id='compare-runs' href='{html.escape(compare_url)}'>Compare the {compared} training "
-                     "runs in the MLflow UI</a>" + (f" (after <code>{html.escape(hint)}</code>)" if hint else "")
-                     + "</p>")
+        parts.append(f"<p>In the MLflow UI{f' (after <code>{html.escape(hint)}</code>)' if hint else ''}: "
+                     f"<a id='experiment-runs' href='{html.escape(runs_url)}'>the experiment's runs</a>, "
+                     f"<a id='compare-runs' href='{html.escape(compare_url)}'>Compare the {compared} training "
+                     "runs</a></p>")
     return "".join(parts)
 
 
@@ -277,7 +278,8 @@ def report(config: ReportConfig) -> dict[str, Any]:
         compare_url = compare_runs_url([r.info.run_id for r in compared],
                                        [r.info.experiment_id for r in compared]) if compared else ""
         page = render_html(config.experiment, test_name, stats, speed_tab, ratios, ap_tab, chart, examples,
-                           outcome_html(champion, compare_url, len(compared)))
+                           outcome_html(champion, compare_url, len(compared),
+                                        experiment_url(compared[0].info.experiment_id) if compared else ""))
         (out / "report.html").write_text(page)
         (out / "tables.md").write_text(
             "## datasets\n\n" + markdown_table(stats) + "\n## time per batch\n\n" + markdown_table(speed_tab) + "\n"

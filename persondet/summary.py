@@ -73,11 +73,21 @@ def ui_hint() -> str:
     return "" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
 
 
+# MLflow 3.17's UI opens every experiment in its GenAI view (overview, traces) until the browser switched
+# to "Model training" once, whatever the experiment's kind; this query parameter opens that view.
+MODEL_TRAINING_VIEW = ("workflowType", "machine_learning")
+
+
+def experiment_url(experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's runs table."""
+    return f"{ui_url()}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode([MODEL_TRAINING_VIEW])}"
+
+
 def compare_runs_url(run_ids: list[str], experiment_ids: list[str]) -> str:
     """The MLflow UI page comparing ``run_ids`` side by side (MLflow 3's route, from its UI bundle:
     ``#/compare-runs?runs=<JSON list>&experiments=<JSON list>``)."""
-    query = urllib.parse.urlencode({"runs": json.dumps(list(run_ids)),
-                                    "experiments": json.dumps(sorted(set(experiment_ids)))})
+    query = urllib.parse.urlencode([("runs", json.dumps(list(run_ids))),
+                                    ("experiments", json.dumps(sorted(set(experiment_ids)))), MODEL_TRAINING_VIEW])
     return f"{ui_url()}/#/compare-runs?{query}"
 
 
@@ -112,8 +122,9 @@ def study_summary(train_runs, test_name: str, promote_run=None, report_run=None)
         lines.append(f"report: {report_location(report_run)}")
     if train_runs:
         hint = ui_hint()
-        lines.append(f"compare the {len(train_runs)} training runs in the MLflow UI"
-                     + (f" (after `{hint}`)" if hint else "") + ":")
+        lines.append("in the MLflow UI" + (f" (after `{hint}`)" if hint else "") + ": the experiment's runs "
+                     + experiment_url(train_runs[0].info.experiment_id))
+        lines.append(f"compare the {len(train_runs)} training runs:")
         lines.append(compare_runs_url([r.info.run_id for r in train_runs],
                                       [r.info.experiment_id for r in train_runs]))
     return "\n".join(lines)

@@ -63,10 +63,13 @@ def test_the_summary_gives_the_table_the_champion_and_why_and_the_compare_link(c
     assert "| coco | 0.7200 | - |" in lines and "| coco+cuhk | 0.5500 | 0.6100 |" in lines
     assert ("champion: persondet v3 (dataset_mix coco+cuhk, batch_size 16), AP50 0.6100 on inhouse; "
             "why: v3 is the first champion") in lines
-    assert lines[-2].startswith("compare the 3 training runs in the MLflow UI (after `mlflow ui --backend-store-uri "
-                                "sqlite:///")
+    experiment = runs[0].info.experiment_id
+    assert lines[-3].startswith("in the MLflow UI (after `mlflow ui --backend-store-uri sqlite:///")
+    assert lines[-3].endswith(f": the experiment's runs http://127.0.0.1:5000/#/experiments/{experiment}/runs"
+                              "?workflowType=machine_learning")
+    assert lines[-2] == "compare the 3 training runs:"
     page, run_ids, experiments = _compare_query(lines[-1])
-    assert page == "http://127.0.0.1:5000/#/compare-runs"
+    assert page == "http://127.0.0.1:5000/#/compare-runs" and lines[-1].endswith("&workflowType=machine_learning")
     assert run_ids == [r.info.run_id for r in runs] and experiments == [runs[0].info.experiment_id]
 
     # a later promote that keeps the champion says why it stays
