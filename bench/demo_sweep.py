@@ -93,9 +93,10 @@ class Instrument:
         self.rpn_post_nms: int | None = None
 
     def install(self) -> None:
-        from persondet import engine, model
+        from persondet import engine
+        from persondet.training import build as training_build  # where the training builds its detector
 
-        train_one_epoch, build_detector = engine.train_one_epoch, model.build_detector
+        train_one_epoch, build_detector = engine.train_one_epoch, training_build.build_detector
 
         def timed_epoch(*args, **kwargs):
             cpu, wall = cpu_seconds(), time.perf_counter()
@@ -113,7 +114,7 @@ class Instrument:
                 detector.rpn._post_nms_top_n["training"] = self.rpn_post_nms
             return detector
 
-        engine.train_one_epoch, model.build_detector = timed_epoch, build
+        engine.train_one_epoch, training_build.build_detector = timed_epoch, build
 
 
 def run_one(mix: str, batch_size: int, seed: int, recipe: Recipe, prepared: str, data, inst: Instrument) -> dict:
