@@ -29,7 +29,8 @@ def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
     The run: the checkpoint's when resuming, else ``run_id`` (a torchrun launcher's or a tune trial's),
     else ``mlflow run``'s or a new one (``tracking.open_run``).  Under torchrun it joins the process group
     first.  The run is named for what it trains (``train coco+cuhk b16 a100x8``), a run given by ``run_id``
-    too unless ``keep_name`` (a tune trial); a resumed run keeps its name.  ``on_epoch_end(epoch, metrics)`` runs on rank 0 after each epoch's checkpoint; an exception from
+    too unless ``keep_name`` (a tune trial); a resumed run keeps its name.  ``on_epoch_end(epoch, metrics)``
+    runs on rank 0 after each epoch's checkpoint; an exception from
     it (e.g. optuna.TrialPruned) stops the training, ends the run KILLED and propagates.
     """
     with process_group(config):
