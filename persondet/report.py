@@ -24,20 +24,8 @@ from persondet.errors import PersondetError
 from persondet.servers import SERVER_TAG
 from persondet.tracking import open_run, run_name
 from persondet.tracking.search import download_artifact, get_run, search_runs
-from persondet.summary import (ap50_cells, ap50_table, champion_text, compare_runs_url,
+from persondet.summary import (ap50_cells, ap50_table, as_number, champion_text, compare_runs_url,
                                experiment_url, markdown_table, ui_hint)
-
-
-def _num(text: Any) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def _sort_key(value: str):
-    number = _num(value)
-    return (0, number, "") if number is not None else (1, 0.0, value)
 
 
 # --- tables ---------------------------------------------------------------------------------------
@@ -73,7 +61,7 @@ def datasets_table(prepare_runs, workdir: str) -> list[list[str]]:
                 continue
             name = mix if key in ("merged", "all", "total") else dataset_label(key, run.data.params)
             if name not in rows:
-                rel = _num(value.get("avg_rel_size"))
+                rel = as_number(value.get("avg_rel_size"))
                 rows[name] = [name, str(value.get("images", "")), str(value.get("objects", "")),
                               "" if rel is None else f"{rel:.4f}"]
     ordered = sorted(rows.values(), key=lambda r: mix_sort_key(r[0].split(" ")[0]))
@@ -85,7 +73,7 @@ def speed_table(train_runs) -> dict[tuple[str, int], float]:
     values: dict[tuple[str, int], list[float]] = defaultdict(list)
     for run in train_runs:
         t = run.data.metrics.get("time_per_iter_s")
-        bs = _num(run.data.params.get("batch_size"))
+        bs = as_number(run.data.params.get("batch_size"))
         if t is None or bs is None:
             continue
         gpu = run.data.params.get("gpu_type", "?")

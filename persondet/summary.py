@@ -18,7 +18,8 @@ CHAMPION_ALIAS = "champion"
 REASON_TAG = "persondet.reason"  # on a promote run: why it promoted or kept the champion
 
 
-def _number(text: Any) -> float | None:
+def as_number(text: Any) -> float | None:
+    """A logged value as a float, or None when it is not a number."""
     try:
         return float(text)
     except (TypeError, ValueError):
@@ -26,7 +27,7 @@ def _number(text: Any) -> float | None:
 
 
 def _size_key(value: str):
-    number = _number(value)
+    number = as_number(value)
     return (0, number, "") if number is not None else (1, 0.0, value)
 
 
@@ -99,7 +100,7 @@ def champion_text(promote_run=None, model_name: str = REGISTERED_MODEL) -> str:
         return f"no {CHAMPION_ALIAS} yet: promote picks one among the models trained on merged data"
     tags = version.tags
     metric = tags.get("promote.metric", "AP50")
-    score = _number(tags.get(f"promote.{metric}"))
+    score = as_number(tags.get(f"promote.{metric}"))
     scored = f"{metric} {score:.4f} on {tags.get('promote.test_name', '?')}" if score is not None else "not scored"
     reason = (promote_run.data.tags.get(REASON_TAG) if promote_run is not None else None) \
         or tags.get("promote.decision", "")

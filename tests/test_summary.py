@@ -10,32 +10,13 @@ import pytest
 from persondet.config import PromoteConfig
 from persondet.promotion import promote
 from persondet.summary import compare_runs_url, study_summary, ui_url
-
-
-@pytest.fixture
-def client(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.chdir(tmp_path)
-    import mlflow
-
-    mlflow.set_experiment("persondet")
-    c = mlflow.MlflowClient()
-    c.create_registered_model("persondet")
-    return c
+from test_promote import add_version, client  # noqa: F401 - the registry fixture and its training runs
 
 
 def _trained(client, mix: str, batch_size: int, ap50: float):
     """A training run as train and evaluate leave it, registered as a version."""
-    import mlflow
-
-    with mlflow.start_run(tags={"persondet.entry_point": "train"}) as run:
-        mlflow.log_params({"dataset_mix": mix, "batch_size": batch_size})
-        mlflow.log_metrics({"inhouse/AP50": ap50})
-        mlflow.set_tag("inhouse/digest", "d1")
-    client.create_model_version("persondet", f"{run.info.artifact_uri}/model", run_id=run.info.run_id,
-                                tags={"dataset_mix": mix, "batch_size": str(batch_size), "gpu_type": "cpu",
-                                      "gpu_count": "0", "training_run_id": run.info.run_id})
-    return client.get_run(run.info.run_id)
+    version = add_version(client, mix, ap50, batch_size=batch_size)
+    return client.get_run(client.get_model_version("persondet", version).run_id)
 
 
 def _compare_query(url: str) -> tuple[str, list, list]:
