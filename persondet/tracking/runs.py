@@ -218,7 +218,8 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
             existing = launcher_run_id()
         else:
             run_name = None
-        if existing:
+        if existing:  # created by `mlflow run` (or a launcher) in an experiment persondet may not have made
+            mark_experiment(client().get_experiment(client().get_run(existing).info.experiment_id))
             run = mlflow.start_run(run_id=existing, run_name=run_name, tags=all_tags, nested=nested,
                                    log_system_metrics=sample)
         else:
@@ -226,8 +227,6 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
             experiment = parent.info.experiment_id if parent is not None else experiment_id()
             run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=all_tags, nested=nested,
                                    log_system_metrics=sample)
-        if existing:  # created by `mlflow run` (or a launcher) in an experiment persondet may not have made
-            mark_experiment(client().get_experiment(run.info.experiment_id))
     except Exception as exc:  # noqa: BLE001 - MlflowException or a requests error: name the store
         raise tracking_error(exc) from None
     status = "FAILED"
