@@ -95,6 +95,8 @@ def test_evaluate_logs_run_and_training_run(env):
     client = mlflow.MlflowClient()
     run = client.get_run(result["run_id"])
     assert run.data.tags["persondet.entry_point"] == "evaluate"
+    trained_name = client.get_run(env["run_id"]).info.run_name
+    assert run.info.run_name == f"evaluate {trained_name} on inhouse"
     assert run.data.tags["persondet.leakage"] == "false"
     assert run.data.params["model_uri"] == "models:/persondet@champion"
     assert run.data.params["test_digest"] == result["test_digest"]
