@@ -60,7 +60,7 @@ def test_the_person_category_is_checked_before_anything_runs(study):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"coco_root": "{root}/nowhere"}, "coco_root='.*nowhere': folder not found"),
+    ({"coco_root": "{root}/nowhere"}, "coco_root='.*nowhere': no such directory"),
     ({"coco_root": "{root}"}, "coco_root=.*cannot read .*instances_train2017.json"),
     ({"mixes": "coco+cuhk", "cuhk_root": "{citypersons}"}, "Images.mat"),
     ({"mixes": "coco+citypersons", "citypersons_root": "{citypersons}"}, "citypersons_root=.*no image folder"),
