@@ -94,7 +94,9 @@ class Launcher:
             lanes = list(by_server.values())
         threads = [threading.Thread(target=self._lane, args=(lane,), daemon=True) for lane in lanes]
         in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None  # SIGTERM acts as Ctrl-C
+        # SIGTERM acts as Ctrl-C; SIGINT is set too: a process started in the background inherits it ignored
+        signals = (signal.SIGTERM, signal.SIGINT) if in_main else ()
+        previous = [(sig, signal.signal(sig, _interrupt)) for sig in signals]
         try:
             for thread in threads:
                 thread.start()
@@ -106,8 +108,8 @@ class Launcher:
             self.stop(jobs)
             raise
         finally:
-            if in_main:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous:
+                signal.signal(sig, handler)
         return jobs
 
     def _lane(self, jobs: list[Job]) -> None:
