@@ -21,9 +21,11 @@ from typing import Any
 from persondet.config import EvaluateConfig
 from persondet.datasets import image_path, person_category_id, recorded_roots
 from persondet.errors import PersondetError
+from persondet.formats.cocosets import check_coco_set
+from persondet.formats.imagesize import ImageHeaderError, image_size
 from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50
 from persondet.tracking import RunHandle, open_run
-from persondet.tracking.models import load_pytorch_model
+from persondet.tracking.models import load_detector
 from persondet.tracking.registry import training_run_of
 from persondet.tracking.search import download_artifact, get_run
 
@@ -66,7 +68,9 @@ def sanitize_name(name: str) -> str:
 
 def load_test_set(annotations: str, images: str = "", person_category: str = "person",
                   name: str = "", digest: bool = True) -> TestSet:
-    """Read a COCO json, resolve the person category and every image file; one-line errors otherwise.
+    """Read a COCO json, check it (``formats.cocosets``: ids, image references, boxes; at least one person
+    annotation; no file name leaving its folder; no missing or empty image), resolve the person category
+    and every image file; one-line errors otherwise.
 
     Image files are ``images / file_name`` (default ``images``: the json's folder).  A prepared set
     (a json with the ``persondet`` key) resolves files through its recorded roots.  ``digest=False``
@@ -89,25 +93,35 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
     category_id = person_category_id(dataset.get("categories") or [], person_category, str(path),
                                      setting="person_category")
     dataset.setdefault("annotations", [])
-    for ann in dataset["annotations"]:
-        if "bbox" not in ann or len(ann["bbox"]) != 4:
-            raise PersondetError(f"{path}: annotation id {ann.get('id')} has no [x, y, w, h] bbox")
+    check_coco_set(dataset, str(path))
+    if not any(ann.get("category_id") == category_id for ann in dataset["annotations"]):
+        raise PersondetError(f"test_annotations={str(path)!r} has no annotation of the person category "
+                             f"(id {category_id}): there is nothing to measure AP against")
 
     roots = recorded_roots(dataset) if not images else None  # test_images given: files are under it
     base = Path(images).expanduser().resolve() if images else path.parent
     image_paths: dict[int, Path] = {}
-    missing = []
+    missing, unreadable = [], []
     listing = hashlib.sha256(raw)
     for image in dataset["images"]:
-        file = image_path(image, roots, base)
-        if not file.is_file():
+        file = image_path(image, roots, base, where=str(path))
+        try:
+            size = file.stat().st_size if file.is_file() else None
+        except OSError:
+            size = None
+        if size is None:
             missing.append(str(file))
+        elif size == 0 or _broken_header(file):
+            unreadable.append(f"image {image['id']} {str(file)!r} ({_broken_header(file) if size else 'empty file'})")
         else:
-            listing.update(f"{image['id']}:{file.name}:{file.stat().st_size}".encode())
+            listing.update(f"{image['id']}:{file.name}:{size}".encode())
         image_paths[image["id"]] = file
     if missing:
         raise PersondetError(f"{len(missing)} of {len(image_paths)} test images are missing, "
                              f"e.g. {missing[0]!r} (test_images={str(base)!r})")
+    if unreadable:
+        raise PersondetError(f"{path}: {len(unreadable)} of {len(image_paths)} test images are empty or "
+                             f"unreadable, e.g. {unreadable[0]}")
     test_set = TestSet(path, dataset, category_id, image_paths, name or default_test_name(path),
                        listing.hexdigest()[:16])
     if digest:
@@ -120,12 +134,26 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
     return test_set
 
 
+def _broken_header(file: Path) -> str:
+    """Why a JPEG or PNG file's header cannot be read ('' when it can, or when the file is another format,
+    which PIL decodes later)."""
+    try:
+        image_size(file)
+    except ImageHeaderError as exc:
+        return "" if exc.reason.startswith("not a JPEG or PNG") else exc.reason
+    return ""
+
+
 def _read_rgb(path: Path):
     import numpy as np
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))  # a writable copy, as torch.from_numpy wants
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"))  # a writable copy, as torch.from_numpy wants
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        reason = " ".join(str(exc).replace(repr(str(path)), "it").split())[:120]
+        raise PersondetError(f"{path}: cannot read the test image ({reason})") from None
 
 
 def detect(detector, test_set: TestSet, batch_size: int, label: int = 1) -> list[dict]:
@@ -232,7 +260,7 @@ def training_image_files(run, workdir: str) -> list[Path]:
     with open(train_json) as f:
         dataset = json.load(f)
     roots, base = recorded_roots(dataset), Path(train_json).resolve().parent
-    return [image_path(image, roots, base) for image in dataset.get("images", [])]
+    return [image_path(image, roots, base, where=str(train_json)) for image in dataset.get("images", [])]
 
 
 def find_leaks(test_set: TestSet, training_files: list[Path]) -> list[int]:
@@ -280,8 +308,7 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
             person = DEMO_PERSON_CATEGORY
     test_set = load_test_set(annotations, images, person, sanitize_name(config.test_name)
                              if config.test_name else "")
-    model = load_pytorch_model(config.model_uri)
-    detector = getattr(model, "detector", model)
+    detector = load_detector(config.model_uri).detector
     training_run_id = training_run_of(config.model_uri)
     training_run = get_run(training_run_id) if training_run_id else None
 

@@ -2,12 +2,16 @@
 
 ``build_detector`` returns a torchvision ``FasterRCNN`` (two classes: background, person).
 ``PersonDetector`` wraps it for serving: uint8 ``[N, H, W, 3]`` in, ``[N, max_detections, 6]`` out.
+A logged model is data only: ``detector_spec`` (plain values: the model name and the settings that shape
+the outputs) and the detector's state dict; ``person_detector_from(spec, weights)`` builds it back from the
+code of this package, so nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -196,3 +200,40 @@ class PersonDetector(nn.Module):
             result[i, :n, 4] = out["scores"][:n]
             result[i, :n, 5] = out["labels"][:n].float()
         return result
+
+
+SPEC_FORMAT = 1  # the layout of detector_spec's dict
+
+
+def detector_spec(module: PersonDetector, model_name: str) -> dict[str, Any]:
+    """What rebuilds ``module`` besides its weights, as plain values (written as JSON next to them)."""
+    detector = module.detector
+    heads = detector.roi_heads
+    return {"format": SPEC_FORMAT, "model": model_name,
+            "num_classes": int(heads.box_predictor.cls_score.out_features),
+            "min_size": int(detector.transform.min_size[0]), "max_size": int(detector.transform.max_size),
+            "max_detections": module.max_detections, "score_thresh": float(heads.score_thresh),
+            "nms_thresh": float(heads.nms_thresh), "detections_per_img": int(heads.detections_per_img)}
+
+
+def person_detector_from(spec: Mapping[str, Any], weights: Mapping[str, torch.Tensor],
+                         where: str = "model") -> PersonDetector:
+    """The ``PersonDetector`` a spec and a state dict of its detector describe; a PersondetError naming
+    ``where`` when they do not fit each other."""
+    try:
+        if spec.get("format") != SPEC_FORMAT:
+            raise KeyError("format")
+        detector = build_detector(str(spec["model"]), int(spec["num_classes"]), "none", int(spec["min_size"]),
+                                  int(spec["max_size"]))
+        heads = detector.roi_heads
+        heads.score_thresh, heads.nms_thresh = float(spec["score_thresh"]), float(spec["nms_thresh"])
+        heads.detections_per_img = int(spec["detections_per_img"])
+        max_detections = int(spec["max_detections"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PersondetError(f"{where}: the model description lacks or mangles {exc}") from None
+    try:
+        detector.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise PersondetError(f"{where}: the weights do not fit model={spec['model']} ({first})") from None
+    return PersonDetector(detector, max_detections=max_detections)

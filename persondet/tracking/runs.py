@@ -64,6 +64,7 @@ class RunHandle:
 
     def __init__(self, run_id: str | None) -> None:
         self.run_id = run_id if run_id and is_main_process() else None
+        self.ended = False  # set by open_run once the run's status is stored
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
@@ -188,18 +189,40 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
                                    log_system_metrics=sample)
     except Exception as exc:  # noqa: BLE001 - MlflowException or a requests error: name the store
         raise tracking_error(exc) from None
-    status = "FAILED"
+    status, handle, failed = "FAILED", RunHandle(run.info.run_id), False
     try:
-        yield RunHandle(run.info.run_id)
+        yield handle
         status = "FINISHED"
     except BaseException as exc:
-        status = "KILLED" if stopped(exc) else "FAILED"
+        status, failed = ("KILLED" if stopped(exc) else "FAILED"), True
         raise
     finally:
-        try:
-            mlflow.flush_async_logging()
-        finally:
-            mlflow.end_run(status)
+        _end(handle, status, failed)
+
+
+def _end(handle: RunHandle, status: str, failed: bool) -> None:
+    """End the active run with ``status``.  When the tracking server is away (its retries spent), the run
+    stays as the server has it (the run guard ends it later, ``tracking.lease``) and, unless the step already
+    failed with an error of its own, the step fails with the one-line tracking error."""
+    import mlflow
+
+    try:
+        mlflow.flush_async_logging()
+        mlflow.end_run(status)
+        handle.ended = True
+    except Exception as exc:  # noqa: BLE001 - requests / MlflowException: the server, by now
+        _stop_system_metrics(handle.run_id)
+        if not failed:
+            raise tracking_error(exc) from None
+
+
+def _stop_system_metrics(run_id: str | None) -> None:
+    """Stop the system-metrics sampler of a run ``end_run`` could not end (it would keep sending)."""
+    from mlflow.tracking import fluent
+
+    monitor = getattr(fluent, "run_id_to_system_metrics_monitor", {}).pop(run_id, None)
+    if monitor is not None:
+        monitor.finish()
 
 
 def create_run(entry_point: str, *, parent: RunHandle | None = None, run_name: str | None = None,

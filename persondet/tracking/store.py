@@ -1,4 +1,10 @@
-"""Which tracking store and experiment this process talks to, and the one-line error when it is away."""
+"""Which tracking store and experiment this process talks to, and the one-line error when it is away.
+
+A fresh SQLite store is created by the first process that opens it; two steps started at once on a new
+``mlflow.db`` would both create MLflow's tables, and the second would fail ("table already exists").  So
+the first open of a SQLite store in a process happens under an exclusive ``flock`` of the database's folder
+(the other process waits, then finds the tables), and creating the experiment tolerates a concurrent creator.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,35 @@ def tracking_uri() -> str:
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
-    return mlflow.get_tracking_uri()
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and uri not in _OPENED:
+        _open_sqlite_store(uri)
+    return uri
+
+
+_OPENED: set[str] = set()
+
+
+def _open_sqlite_store(uri: str) -> None:
+    """Open (and, when new, create) the SQLite store at ``uri`` under a lock of its folder (module docstring)."""
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])) or "."
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # no such folder: MLflow's own error says it better
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: open unlocked, as MLflow does
+            pass
+        MlflowClient(uri).search_experiments(max_results=1)  # creates the tables of a new store
+        _OPENED.add(uri)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def client():
@@ -34,7 +68,11 @@ def experiment_id() -> str:
     import mlflow
 
     tracking_uri()
-    return mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT).experiment_id
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    try:
+        return mlflow.set_experiment(name).experiment_id
+    except Exception:  # noqa: BLE001 - another process created it between MLflow's lookup and its create
+        return mlflow.set_experiment(name).experiment_id
 
 
 def one_line(exc: BaseException) -> str:
