@@ -20,6 +20,7 @@ ORDER = [
     ("evaluation", "bench/evaluation.py", "CPU"),
     ("tracking_overhead", "bench/tracking_overhead.py", "CPU"),
     ("prepare_scale", "bench/prepare_scale.py", "CPU"),
+    ("auth_throughput", "bench/auth_throughput.py", "CPU + PostgreSQL server binaries"),
 ]
 
 INTRO = """# Benchmarks
@@ -37,6 +38,7 @@ runs it at toy size to prove it works (tests/test_bench_smoke.py does that in CI
 | Evaluation | `bench/evaluation.py` | CPU | pycocotools COCOeval |
 | Tracking overhead | `bench/tracking_overhead.py` | CPU + a local `mlflow server` | the same training loop with logging off |
 | Prepare at full scale | `bench/prepare_scale.py` | CPU | see its page |
+| Authenticated throughput | `bench/auth_throughput.py` | CPU + PostgreSQL binaries | the same server without MLflow's credential cache |
 """
 
 

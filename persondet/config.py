@@ -10,36 +10,53 @@ paragraph says what the step does.  Conversion rules: ``persondet.configbase``.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from persondet.configbase import ConfigBase, ConfigError, require, setting
-from persondet.datasets import CUHK_SPLITS, mix_problem
+from persondet.datasets import (CITYPERSONS_SPLITS, CITYPERSONS_SUBSETS, CROWDHUMAN_BOXES, CROWDHUMAN_SPLITS,
+                                CUHK_SPLITS, mix_problem)
 from persondet.model_names import MODEL_CHOICES, REGISTERED_MODEL
 from persondet.server import redact
 
 __all__ = ["ConfigBase", "ConfigError", "require", "setting", "PrepareConfig", "TrainConfig", "EvaluateConfig",
            "PromoteConfig", "ReportConfig", "MainConfig", "TuneConfig", "ENTRY_POINT_CONFIGS",
-           "parse_source_weights"]
+           "parse_source_weights", "LaunchConfig", "parse_train_options"]
 
 DEFAULT_MIXES = ("coco", "cuhk", "coco+cuhk")  # the seed study's three mixes
 
 
 @dataclass(frozen=True)
 class PrepareConfig(ConfigBase):
-    """Read COCO and CUHK-SYSU in their original layouts, convert them to COCO format, merge the chosen
-    mix, describe it (statistics, relative-size plot, annotation check images) and log it as a prepare run
-    whose prepared/train.json the train step reads."""
+    """Read the sources of a mix (COCO, CUHK-SYSU, CityPersons, CrowdHuman) in their original layouts,
+    convert them to COCO format, merge them, describe the result (statistics, relative-size plot,
+    annotation check images) and log it as a prepare run whose prepared/train.json the train step reads."""
 
     coco_root: str = setting("", "COCO 2017 root (annotations/instances_<coco_split>.json and "
                              "<coco_split>/*.jpg); empty: the built-in demo data")
     cuhk_root: str = setting("", "CUHK-SYSU root (annotation/Images.mat, Person.mat, pool.mat and "
                              "Image/SSM/); empty: the built-in demo data")
+    citypersons_root: str = setting("", "CityPersons root (annotations/anno_<citypersons_split>.mat and "
+                                    "leftImg8bit/<citypersons_split>/<city>/); empty: the built-in demo data "
+                                    "(generated when first used)")
+    crowdhuman_root: str = setting("", "CrowdHuman root (annotation_<crowdhuman_split>.odgt and Images/); "
+                                   "empty: the built-in demo data (generated when first used)")
     mix: str = setting("coco+cuhk", "the sources merged into the prepared set: one source or several joined by "
-                       "+, e.g. coco, cuhk, coco+cuhk (any + combination of the registered sources)")
+                       "+, e.g. coco, cuhk, coco+cuhk, coco+cuhk+citypersons+crowdhuman (any + combination of "
+                       "the registered sources)")
     cuhk_split: Literal[CUHK_SPLITS] = setting("all", "the CUHK-SYSU images used: its train or test split "
                                                "(the test split is pool.mat's test pool), or all (pool included)")
     coco_split: str = setting("train2017", "the COCO split read (train2017, val2017)")
+    citypersons_split: Literal[CITYPERSONS_SPLITS] = setting("train", "the CityPersons split read (train, val)")
+    citypersons_subset: Literal[CITYPERSONS_SUBSETS] = setting(
+        "all", "CityPersons persons: all = pedestrians, riders, sitting and other persons (groups: crowd "
+        "regions, label 0: ignore regions); reasonable = only pedestrians >= 50 px tall and >= 65 % visible, "
+        "every other box an ignore region")
+    crowdhuman_split: Literal[CROWDHUMAN_SPLITS] = setting("train", "the CrowdHuman split read (train, val)")
+    crowdhuman_box: Literal[CROWDHUMAN_BOXES] = setting("fbox", "the CrowdHuman person box: fbox (full body, "
+                                                        "clipped to the image) or vbox (the visible part)")
     output_dir: str = setting("", "also write the prepared files into this folder (renamed into place when "
                               "complete); empty: only the run's artifacts", log=False)
     check_images: int = setting(4, "images per source drawn with their boxes under checks/")
@@ -202,9 +219,10 @@ class EvaluateConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class PromoteConfig(ConfigBase):
-    """Promote the best merged-data (coco and cuhk) version of the registered model on one test set: when
-    it beats the current champion there it gets the stage Production (the previous holder archived) and the
-    alias champion; the decision table is logged to a promote run. Running it again changes nothing."""
+    """Promote the best merged-data version (trained on a mix of at least two sources, e.g. coco+cuhk) of
+    the registered model on one test set: when it beats the current champion there it gets the stage
+    Production (the previous holder archived) and the alias champion; the decision table is logged to a
+    promote run. Running it again changes nothing."""
 
     metric: str = setting("AP50", "the metric compared, read from training runs as <test_name>/<metric>; "
                           "higher is better, a tie keeps the older version")
@@ -245,6 +263,10 @@ class MainConfig(ConfigBase):
 
     coco_root: str = setting("", "COCO 2017 root; empty: the built-in demo data")
     cuhk_root: str = setting("", "CUHK-SYSU root; empty: the built-in demo data")
+    citypersons_root: str = setting("", "CityPersons root, for mixes naming citypersons; empty: the built-in "
+                                    "demo data")
+    crowdhuman_root: str = setting("", "CrowdHuman root, for mixes naming crowdhuman; empty: the built-in demo "
+                                   "data")
     test_annotations: str = setting("", "the in-house COCO-format test set; empty: the built-in demo "
                                     "in-house set")
     test_images: str = setting("", "its image folder; empty: the annotation file's folder")
@@ -332,6 +354,10 @@ class TuneConfig(ConfigBase):
         require(self.grace_period > self.heartbeat_interval,
                 f"grace_period={self.grace_period} must be > heartbeat_interval={self.heartbeat_interval}")
         require(self.max_retry >= 0, f"max_retry={self.max_retry} must be >= 0")
+        require(not re.search(r"://[^@]*:[^@]*@|[?&]password=", self.storage, re.I),
+                "storage has a password in it, and parameters and command lines are readable by every user: give "
+                "storage without it and the password in PERSONDET_TUNE_STORAGE_PASSWORD_FILE, PGPASSWORD or "
+                "~/.pgpass (libpq); if mlflow run recorded it as a parameter, change that password")
 
     def batch_size_list(self) -> list[int]:
         return list(self.batch_sizes)
@@ -342,8 +368,82 @@ class TuneConfig(ConfigBase):
         return params
 
 
+# --- launch: trainings in containers on Docker hosts (persondet/launch.py, docs/LAUNCH.md) ---------------
+
+IMAGE_SOURCES = ("build", "present")  # or the path of a `docker save` archive
+# Train settings the launcher sets itself for each run (the rest may go in train_options).
+LAUNCH_SETS = ("data", "batch_size", "nproc", "nnodes", "node_rank", "master_addr", "master_port", "model",
+               "epochs", "max_iters_per_epoch", "resume", "checkpoint_dir", "device")
+
+
+def parse_train_options(text: str) -> dict[str, str]:
+    """``"min_size=512,amp=bf16"`` -> {"min_size": "512", "amp": "bf16"}, checked against TrainConfig."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"raw"}
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        require(bool(sep) and key in names, f"train_options={text!r}: {part!r} is not <train setting>=<value>")
+        require(key not in LAUNCH_SETS, f"train_options={text!r}: {key} is set by launch itself")
+        options[key] = value.strip()
+    return options
+
+
+@dataclass(frozen=True)
+class LaunchConfig(ConfigBase):
+    """Run train for every (server x batch size) in containers on Docker hosts through the Docker Engine API
+    (the seed study's server comparison), every run reporting to the tracking server of MLFLOW_TRACKING_URI
+    with the credentials of the launcher's environment; a second launch re-uses finished runs."""
+
+    servers: str = setting("servers.yml", "the servers file: Docker hosts (unix://, ssh://user@host, "
+                           "tcp://host:2376 with tls), their GPU counts and dataset roots (docs/LAUNCH.md)")
+    data: str = setting("", "a prepare run id, or a COCO json path as seen inside the containers (under a "
+                        "data root)", required=True)
+    batch_sizes: tuple[int, ...] = setting((8, 16), "global batch sizes: one training per server and batch size")
+    model: Literal[MODEL_CHOICES] = setting("auto", f"the train model; {_AUTO_MODEL}")
+    epochs: int = setting(12, "epochs of each training")
+    max_iters_per_epoch: int | None = setting(None, "cap on iterations per epoch (speed comparisons, tests); "
+                                              "none = the whole epoch", none="none")
+    train_options: str = setting("", "more train settings for every run, e.g. "
+                                 "'amp=bf16,workers=8,weights_backbone=imagenet'")
+    experiment: str = setting("persondet", "the MLflow experiment of the trainings")
+    image: str = setting("persondet-trainer:latest", "the trainer image's name")
+    image_source: str = setting("build", "build: build docker/trainer.Dockerfile on each host (cached layers "
+                                "make it quick); present: the image must be there; or a `docker save` archive "
+                                "to load")
+    base_image: str = setting("", "BASE_IMAGE build argument (empty: the Dockerfile's python:3.11-slim-bookworm)")
+    wheelhouse: str = setting("", "pip --find-links URL for the build, as the host reaches it, installing with "
+                              "--no-index (air-gapped hosts; empty: the package index)")
+    parallel: bool = setting(True, "run on all servers at once (one training at a time per server); false: one "
+                             "after another")
+    multi_node: bool = setting(False, "one training per batch size over all servers as torchrun nodes (the "
+                               "first is the master)")
+    master_port: int = setting(29500, "the master's port in a multi-node training")
+
+    def validate(self) -> None:
+        require(bool(self.servers.strip()), "servers is required: a servers file (docs/LAUNCH.md)")
+        require(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes),
+                f"batch_sizes={self.text('batch_sizes')!r} must be comma-separated integers >= 1")
+        require(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        require(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+                f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
+        try:
+            TrainConfig.from_strings({"data": self.data, **parse_train_options(self.train_options)})
+        except ConfigError as exc:
+            raise ConfigError(exc if "train_options" in str(exc)
+                              else f"train_options={self.train_options!r}: {exc}") from None
+        require(bool(self.experiment.strip()), "experiment must not be empty")
+        require(bool(self.image.strip()), "image must not be empty")
+        require(self.image_source in IMAGE_SOURCES or self.image_source.endswith((".tar", ".tar.gz")),
+                f"image_source={self.image_source!r} must be build, present or a .tar archive")
+        require(1 <= self.master_port <= 65535, f"master_port={self.master_port} must be in 1..65535")
+
+    def batch_size_list(self) -> list[int]:
+        return list(self.batch_sizes)
+
+
 # The MLproject entry points, in the order a study runs them (docs/PARAMETERS.md follows it).
 ENTRY_POINT_CONFIGS: dict[str, type[ConfigBase]] = {
     "prepare": PrepareConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "promote": PromoteConfig,
-    "tune": TuneConfig, "report": ReportConfig, "main": MainConfig,
+    "tune": TuneConfig, "report": ReportConfig, "main": MainConfig, "launch": LaunchConfig,
 }

@@ -1,7 +1,8 @@
 """Training data: the prepared COCO file as a torch Dataset, samplers and the DataLoader.
 
 Images come out as uint8 ``[3, H, W]`` tensors (converted to float on the training device, which keeps
-host-to-device copies small); targets hold person boxes ``[x1, y1, x2, y2]`` (crowd regions never).
+host-to-device copies small); targets hold person boxes ``[x1, y1, x2, y2]``: crowd and ignore regions
+never (``datasets.is_person_box``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from persondet.datasets import image_path, person_category_id, recorded_roots
+from persondet.datasets import image_path, is_person_box, person_category_id, recorded_roots
 from persondet.errors import PersondetError
 from persondet.formats.cocosets import check_coco_set
 
@@ -73,7 +74,8 @@ def decode_image(path: Path, decode: str = "pil") -> torch.Tensor:
 
 
 class PersonDataset(Dataset):
-    """Images of a COCO dict with their non-crowd person boxes; optional random horizontal flip."""
+    """Images of a COCO dict with their person boxes (no crowd or ignore region); optional random
+    horizontal flip."""
 
     def __init__(self, dataset: Mapping[str, Any], base_dir: Path, train: bool = True, seed: int = 0,
                  decode: str = "pil", where: str = "data") -> None:
@@ -89,7 +91,7 @@ class PersonDataset(Dataset):
         self.paths = [image_path(im, self.roots, self.base_dir, where) for im in self.images]  # checked now
         boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in self.images}
         for ann in dataset["annotations"]:
-            if ann.get("category_id") != self.category_id or ann.get("iscrowd", 0):
+            if ann.get("category_id") != self.category_id or not is_person_box(ann):
                 continue
             x, y, w, h = (float(v) for v in ann["bbox"])
             if w > 1 and h > 1 and ann["image_id"] in boxes:

@@ -3,11 +3,13 @@
 **Sources.**  A source is a public dataset read from its own on-disk layout.  ``SOURCES`` is the registry:
 each entry names the source (its token in ``mix``), the ``prepare`` setting that holds its root (empty:
 the built-in demo data), the ``prepare`` settings its reader takes, the reader, and where the demo data
-generator puts its demo copy.  A reader is called as ``read(root, **options)`` and returns
+generator puts its demo copy.  A source's settings are named ``<source>_<option>`` (``citypersons_split``)
+and its reader takes them as ``<option>``: it is called as ``reader(root, split=..., subset=...)`` and returns
 ``(SourceSet, counts)``: plain records (images with id, ``file_name`` relative to the root, width,
-height; annotations with id, image_id, bbox [x, y, w, h] float, area, iscrowd, optionally ignore,
-person_id, ishard) and a dict of what it dropped, clipped or left out.  Adding a dataset is one reader
-module and one ``register(Source(...))`` below (plus its root setting in ``PrepareConfig``).
+height; annotations with id, image_id, bbox [x, y, w, h] float, area, iscrowd, ignore, and source extras
+such as person_id, ishard, vis_ratio) and a dict of what it dropped, clipped or left out.  Adding a dataset
+is one reader module and one ``register(Source(...))`` below (plus its settings in ``PrepareConfig``).
+The registry's order: coco, cuhk (the seed's two), citypersons, crowdhuman.
 
 **Mixes.**  A mix names sources joined by ``+`` (``coco+cuhk``).  ``mix_sources`` validates one against
 the registry and returns its sources in registry order, the canonical order (``cuhk+coco`` is
@@ -38,6 +40,10 @@ from persondet.errors import PersondetError
 from persondet.formats.paths import safe_relative_path
 
 CUHK_SPLITS = ("all", "train", "test")  # CUHK-SYSU: all images; test = the gallery pool (pool.mat); train = the rest
+CITYPERSONS_SPLITS = ("train", "val")
+CITYPERSONS_SUBSETS = ("all", "reasonable")  # reasonable: pedestrians >= 50 px tall, >= 65 % visible
+CROWDHUMAN_SPLITS = ("train", "val")
+CROWDHUMAN_BOXES = ("fbox", "vbox")  # the person box taken: full body or visible part
 BASELINE_MIX = "coco"  # the single source merged data is compared against (report's side-by-side)
 
 
@@ -52,8 +58,16 @@ class Source:
     demo_root: Callable[[int], Path]  # demo_root(seed): the root of its demo copy (generated once)
 
     def read(self, root: Path, settings: Any) -> tuple[Any, dict]:
-        """Read this source from ``root``, its options taken from ``settings`` (a PrepareConfig)."""
-        return self.reader(root, **{name: getattr(settings, name) for name in self.options})
+        """Read this source from ``root``, its options taken from ``settings`` (a PrepareConfig): the
+        setting ``<source>_<option>`` is the reader's keyword ``<option>``."""
+        return self.reader(root, **{self.keyword(name): getattr(settings, name) for name in self.options})
+
+    def keyword(self, setting: str) -> str:
+        """The reader's keyword for one of this source's settings (``cuhk_split`` -> ``split``)."""
+        prefix = f"{self.name}_"
+        if not setting.startswith(prefix):
+            raise ValueError(f"source {self.name!r}: setting {setting!r} must start with {prefix!r}")
+        return setting[len(prefix):]
 
 
 SOURCES: dict[str, Source] = {}
@@ -76,11 +90,13 @@ def _imported(module: str, name: str) -> Callable:
     return call
 
 
-def _demo(attribute: str) -> Callable[[int], Path]:
+def _demo(attribute: str, extra: bool = False) -> Callable[[int], Path]:
+    """The demo copy's root; ``extra``: a source the demo tree adds only when asked for (synth.EXTRA_SOURCES)."""
     def root(seed: int) -> Path:
         from persondet.synth import ensure_demo_data
 
-        return Path(getattr(ensure_demo_data(seed), attribute))
+        name = attribute.removesuffix("_root")
+        return Path(getattr(ensure_demo_data(seed, extra_sources=(name,) if extra else ()), attribute))
 
     return root
 
@@ -89,6 +105,10 @@ register(Source("coco", "coco_root", ("coco_split",), _imported("persondet.prepa
                 _demo("coco_root")))
 register(Source("cuhk", "cuhk_root", ("cuhk_split",), _imported("persondet.prepare", "read_cuhk_source"),
                 _demo("cuhk_root")))
+register(Source("citypersons", "citypersons_root", ("citypersons_split", "citypersons_subset"),
+                _imported("persondet.formats.citypersons", "read_citypersons"), _demo("citypersons_root", True)))
+register(Source("crowdhuman", "crowdhuman_root", ("crowdhuman_split", "crowdhuman_box"),
+                _imported("persondet.formats.crowdhuman", "read_crowdhuman"), _demo("crowdhuman_root", True)))
 
 
 # ------------------------------------------------------------------------------------------------- mixes
@@ -158,6 +178,17 @@ def person_category_id(categories: Sequence[Any], wanted: str | int = "person", 
         return int(cats[0]["id"])
     hint = f"; set {setting} to the person category's name or id" if setting else ""
     raise PersonCategoryError(where, "no category" if not matches else "more than one category", what, cats, hint)
+
+
+# ------------------------------------------------------------------------------------------- person boxes
+def is_person_box(annotation: Mapping[str, Any]) -> bool:
+    """A box around one person (a training box, an ``object`` in the statistics): neither a crowd region
+    (``iscrowd: 1``) nor an ignore region (``ignore: 1``, or ``extra.ignore: 1`` as CrowdHuman-style files
+    nest it)."""
+    if annotation.get("iscrowd", 0) or annotation.get("ignore", 0):
+        return False
+    extra = annotation.get("extra")
+    return not (isinstance(extra, Mapping) and extra.get("ignore", 0))
 
 
 # ---------------------------------------------------------------------------------------------- image paths

@@ -91,9 +91,11 @@ class Runner:
         self.commit = commit
         self.study = Study()
 
-    def find_finished(self, entry_point: str, parameters: dict[str, str], digest: str):
-        """A FINISHED run of ``entry_point`` with these parameters, input digest and code version."""
-        tags = {"mlflow.project.entryPoint": entry_point, INPUT_DIGEST_TAG: digest}
+    def find_finished(self, entry_point: str, parameters: dict[str, str], digest: str,
+                      tags: dict[str, str] | None = None):
+        """The newest FINISHED run of ``entry_point`` with these parameters, input digest, code version
+        and ``tags`` (e.g. launch's server name), or None."""
+        tags = {"mlflow.project.entryPoint": entry_point, INPUT_DIGEST_TAG: digest, **(tags or {})}
         if self.commit:
             tags["mlflow.source.git.commit"] = self.commit
         return find_finished(self.experiment, tags, parameters)

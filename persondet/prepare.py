@@ -99,24 +99,24 @@ def resolve_roots(config: PrepareConfig) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------------------ sources
-def read_coco_source(root: Path, coco_split: str = "train2017") -> tuple[SourceSet, dict]:
+def read_coco_source(root: Path, split: str = "train2017") -> tuple[SourceSet, dict]:
     """COCO 2017 in its layout: the person annotations of ``annotations/instances_<split>.json``."""
-    annotation = root / "annotations" / f"instances_{coco_split}.json"
+    annotation = root / "annotations" / f"instances_{split}.json"
     persons = read_coco_persons(annotation)
-    image_dir = root / coco_split
+    image_dir = root / split
     image_sizes(image_dir, [im["file_name"] for im in persons.images], annotation)  # present and readable
-    images = [{**im, "file_name": f"{coco_split}/{im['file_name']}",
+    images = [{**im, "file_name": f"{split}/{im['file_name']}",
                "original_file_name": im["file_name"]} for im in persons.images]
     return SourceSet("coco", root, images, persons.annotations), dict(persons.counts)
 
 
-def read_cuhk_source(root: Path, cuhk_split: str = "all") -> tuple[SourceSet, dict]:
+def read_cuhk_source(root: Path, split: str = "all") -> tuple[SourceSet, dict]:
     """CUHK-SYSU in its layout: ``annotation/Images.mat`` boxes of the split, converted to COCO records."""
     folder = root / cuhk_sysu.ANNOTATION_DIR
     images = cuhk_sysu.read_images_mat(folder / "Images.mat")
-    pool = cuhk_sysu.read_pool_mat(folder / "pool.mat") if cuhk_split != "all" else None
+    pool = cuhk_sysu.read_pool_mat(folder / "pool.mat") if split != "all" else None
     identities = read_cuhk_identities(folder)
-    selected = cuhk_sysu.select_split(images, pool, cuhk_split)
+    selected = cuhk_sysu.select_split(images, pool, split)
     image_dir = root / cuhk_sysu.IMAGE_DIR
     names = [im.name for im in selected]
     sizes = image_sizes(image_dir, names, folder / "Images.mat")

@@ -18,9 +18,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from persondet.config import ReportConfig
-from persondet.datasets import BASELINE_MIX, is_merged, mix_sort_key
+from persondet.config import PrepareConfig, ReportConfig
+from persondet.datasets import BASELINE_MIX, SOURCES, is_merged, mix_name, mix_problem, mix_sort_key
 from persondet.errors import PersondetError
+from persondet.servers import SERVER_TAG
 from persondet.tracking import open_run
 from persondet.tracking.search import download_artifact, get_run, search_runs
 
@@ -39,8 +40,20 @@ def _sort_key(value: str):
 
 # --- tables ---------------------------------------------------------------------------------------
 
+def dataset_label(name: str, params: dict[str, str]) -> str:
+    """A source's row name: the source, plus the reader settings that change its data when not at their
+    defaults (``citypersons (reasonable)``, ``crowdhuman (val, vbox)``); CUHK-SYSU always shows its split."""
+    source = SOURCES.get(name)
+    if source is None:
+        return name
+    defaults = PrepareConfig.__dataclass_fields__
+    shown = [params[o] for o in source.options if params.get(o) and
+             (o == "cuhk_split" or o not in defaults or params[o] != str(defaults[o].default))]
+    return f"{name} ({', '.join(shown)})" if shown else name
+
+
 def datasets_table(prepare_runs, workdir: str) -> list[list[str]]:
-    """One row per dataset (each source, each merged mix), the newest prepare run winning."""
+    """One row per dataset (each source with its settings, each merged mix), the newest prepare run winning."""
     rows: dict[str, list[str]] = {}
     for run in prepare_runs:  # newest first
         target = os.path.join(workdir, run.info.run_id)
@@ -50,15 +63,13 @@ def datasets_table(prepare_runs, workdir: str) -> list[list[str]]:
             continue
         stats = json.loads(Path(local).read_text())
         mix = run.data.params.get("mix", "")
-        split = run.data.params.get("cuhk_split", "")
+        mix = mix if mix_problem(mix) else mix_name(mix)  # cuhk+coco: the coco+cuhk row
         for key, value in stats.items():
             if not isinstance(value, dict) or "images" not in value:
                 continue
             if key == "merged" and not is_merged(mix):  # one source: its own row says it all
                 continue
-            name = mix if key in ("merged", "all", "total") else key
-            if name == "cuhk" and split:
-                name = f"cuhk ({split})"
+            name = mix if key in ("merged", "all", "total") else dataset_label(key, run.data.params)
             if name not in rows:
                 rel = _num(value.get("avg_rel_size"))
                 rows[name] = [name, str(value.get("images", "")), str(value.get("objects", "")),
@@ -78,6 +89,8 @@ def speed_table(train_runs) -> dict[tuple[str, int], float]:
         gpu = run.data.params.get("gpu_type", "?")
         count = run.data.params.get("gpu_count", "0")
         label = gpu if gpu == "cpu" or count in ("", "0") else f"{gpu} x{count}"
+        if run.data.tags.get(SERVER_TAG):  # a launch's run: the servers side by side
+            label = f"{run.data.tags[SERVER_TAG]}: {label}"
         values[(label, int(bs))].append(float(t))
     return {k: sum(v) / len(v) for k, v in values.items()}
 

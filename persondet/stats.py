@@ -1,8 +1,10 @@
 """Describe a prepared set: counts and relative person size per source, a size plot, annotation checks.
 
 ``objects`` counts persons: crowd regions (``iscrowd=1``, one box around a group of people) are not a
-person each, so they are left out of ``objects`` and ``avg_rel_size`` and counted as ``crowd_regions``.
-``avg_rel_size`` is the mean over objects of box pixel area (w * h) / image pixel area (width * height).
+person each, and ignore regions (``ignore=1``: CityPersons' label 0, CrowdHuman's masks and ignored
+persons) are not persons to learn; both are left out of ``objects`` and ``avg_rel_size`` and counted as
+``crowd_regions`` and ``ignore_regions``.  ``avg_rel_size`` is the mean over objects of box pixel area
+(w * h) / image pixel area (width * height).
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from persondet.datasets import image_path, recorded_roots
+from persondet.datasets import image_path, is_person_box, recorded_roots
 
 
 def relative_sizes(dataset: dict) -> dict[str, list[float]]:
-    """Per source: box area / image area of every non-crowd person."""
+    """Per source: box area / image area of every person (crowd and ignore regions left out).  Every source
+    a prepared set records is there, in its order, even one whose images were all left out."""
     images = {im["id"]: im for im in dataset["images"]}
-    sizes: dict[str, list[float]] = {im.get("source", "coco"): [] for im in dataset["images"]}
+    sizes: dict[str, list[float]] = {name: [] for name in recorded_roots(dataset) or {}}
+    sizes.update({im.get("source", "coco"): [] for im in dataset["images"] if im.get("source", "coco") not in sizes})
     for ann in dataset["annotations"]:
-        if ann.get("iscrowd", 0):
+        if not is_person_box(ann):
             continue
         image = images[ann["image_id"]]
         _, _, w, h = ann["bbox"]
@@ -29,31 +33,39 @@ def relative_sizes(dataset: dict) -> dict[str, list[float]]:
 
 
 def dataset_stats(dataset: dict, sizes: dict[str, list[float]] | None = None) -> dict[str, dict]:
-    """{source: {images, objects, avg_rel_size, crowd_regions}, ..., "merged": {...}}.
+    """{source: {images, objects, avg_rel_size, crowd_regions, ignore_regions}, ..., "merged": {...}}.
 
-    ``sizes``: ``relative_sizes(dataset)`` when the caller already has it.
+    ``sizes``: ``relative_sizes(dataset)`` when the caller already has it.  An annotation that is both a
+    crowd and an ignore region counts as a crowd region.
     """
     sizes = relative_sizes(dataset) if sizes is None else sizes
     source_of = {im["id"]: im.get("source", "coco") for im in dataset["images"]}
     images = Counter(source_of.values())
-    crowd = Counter(source_of[ann["image_id"]] for ann in dataset["annotations"] if ann.get("iscrowd", 0))
-    stats = {s: _row(images[s], sizes[s], crowd[s]) for s in sizes}
-    stats["merged"] = _row(sum(images.values()), [v for s in sizes for v in sizes[s]], sum(crowd.values()))
+    crowd, ignore = Counter(), Counter()
+    for ann in dataset["annotations"]:
+        if ann.get("iscrowd", 0):
+            crowd[source_of[ann["image_id"]]] += 1
+        elif not is_person_box(ann):
+            ignore[source_of[ann["image_id"]]] += 1
+    stats = {s: _row(images[s], sizes[s], crowd[s], ignore[s]) for s in sizes}
+    stats["merged"] = _row(sum(images.values()), [v for s in sizes for v in sizes[s]], sum(crowd.values()),
+                           sum(ignore.values()))
     return stats
 
 
-def _row(n_images: int, rel: list[float], crowd: int) -> dict:
-    return {"images": n_images, "objects": len(rel),
-            "avg_rel_size": (sum(rel) / len(rel)) if rel else 0.0, "crowd_regions": crowd}
+def _row(n_images: int, rel: list[float], crowd: int, ignore: int) -> dict:
+    return {"images": n_images, "objects": len(rel), "avg_rel_size": (sum(rel) / len(rel)) if rel else 0.0,
+            "crowd_regions": crowd, "ignore_regions": ignore}
 
 
 def stats_markdown(stats: dict[str, dict]) -> str:
-    lines = ["| set | images | objects (persons) | avg_rel_size | crowd regions |", "|---|---|---|---|---|"]
+    lines = ["| set | images | objects (persons) | avg_rel_size | crowd regions | ignore regions |",
+             "|---|---|---|---|---|---|"]
     for name, row in stats.items():
         lines.append(f"| {name} | {row['images']} | {row['objects']} | {row['avg_rel_size']:.5f} | "
-                     f"{row['crowd_regions']} |")
-    return "\n".join(lines) + "\n\nobjects: persons, crowd regions excluded; avg_rel_size: mean of box area / " \
-                               "image area over objects.\n"
+                     f"{row['crowd_regions']} | {row.get('ignore_regions', 0)} |")
+    return "\n".join(lines) + "\n\nobjects: persons (crowd and ignore regions excluded); avg_rel_size: mean of " \
+                               "box area / image area over objects.\n"
 
 
 def write_stats(stats: dict[str, dict], json_path: Path, md_path: Path) -> None:
@@ -87,10 +99,24 @@ def plot_relative_sizes(sizes: dict[str, list[float]], path: Path) -> Path:
     return path
 
 
+# What a check image's box colours mean, drawn as a legend in the corner of each image.
+BOX_COLOURS = {"person": (0, 255, 0), "hard": (255, 160, 0), "crowd": (255, 0, 0), "ignore": (0, 140, 255)}
+
+
+def box_kind(ann: dict) -> str:
+    """person, hard (CUHK-SYSU ``ishard``), crowd (``iscrowd``) or ignore (an ignore region)."""
+    if ann.get("iscrowd"):
+        return "crowd"
+    if not is_person_box(ann):
+        return "ignore"
+    return "hard" if ann.get("ishard") else "person"
+
+
 def draw_checks(dataset: dict, out_dir: Path, per_source: int = 4) -> list[Path]:
     """Boxes drawn on ``per_source`` images per source, spread over the set: checks/<source>_<k>.jpg.
 
-    Green: person, orange: hard (CUHK-SYSU ``ishard``), red: crowd region.
+    Green: person, orange: hard (CUHK-SYSU ``ishard``), red: crowd region, blue: ignore region (never a
+    training box); a legend strip added below the image names the kinds it holds, in their colours.
     """
     from PIL import Image, ImageDraw
 
@@ -105,14 +131,34 @@ def draw_checks(dataset: dict, out_dir: Path, per_source: int = 4) -> list[Path]
                 canvas = im.convert("RGB")
             draw = ImageDraw.Draw(canvas)
             width = max(2, round(max(canvas.size) / 300))
+            kinds = []
             for ann in by_image.get(image["id"], []):
                 x, y, w, h = ann["bbox"]
-                color = (255, 0, 0) if ann.get("iscrowd") else (255, 160, 0) if ann.get("ishard") else (0, 255, 0)
-                draw.rectangle([x, y, x + w, y + h], outline=color, width=width)
+                kind = box_kind(ann)
+                kinds.append(kind)
+                draw.rectangle([x, y, x + w, y + h], outline=BOX_COLOURS[kind], width=width)
+            canvas = _with_legend(canvas, [kind for kind in BOX_COLOURS if kind in kinds])
             path = out_dir / f"{source}_{k}.jpg"
-            canvas.save(path, quality=85)
+            canvas.save(path, quality=85, subsampling=0)  # 4:4:4: thin coloured lines keep their colour
             written.append(path)
     return written
+
+
+def _with_legend(image, kinds: list[str]):
+    """``image`` with a dark strip below it naming ``kinds`` in their colours (no box is covered)."""
+    from PIL import Image, ImageDraw
+
+    if not kinds:
+        return image
+    measure = ImageDraw.Draw(image)
+    height = max(measure.textbbox((0, 0), kind)[3] for kind in kinds) + 6
+    out = Image.new("RGB", (image.width, image.height + height), (0, 0, 0))
+    out.paste(image, (0, 0))
+    draw, x = ImageDraw.Draw(out), 4
+    for kind in kinds:
+        draw.text((x, image.height + 3), kind, fill=BOX_COLOURS[kind])
+        x += draw.textbbox((0, 0), kind)[2] + 12
+    return out
 
 
 def _pick(images: Iterable[dict], per_source: int) -> dict[str, list[dict]]:

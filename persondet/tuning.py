@@ -18,11 +18,15 @@ from typing import Any
 
 from persondet.config import PrepareConfig, TrainConfig, TuneConfig
 from persondet.errors import PersondetError
-from persondet.server import database_uri, redact
+from persondet.server import database_uri, read_secret, redact
 from persondet.tracking import RunHandle, create_run, open_run
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 ENV_STORAGE = "PERSONDET_TUNE_STORAGE"
+# The storage's password, never in the URL (a parameter and a command line are readable by everyone):
+# this variable, or the file named by PERSONDET_TUNE_STORAGE_PASSWORD_FILE, or libpq's own PGPASSWORD,
+# PGPASSFILE or ~/.pgpass.
+ENV_STORAGE_PASSWORD = "PERSONDET_TUNE_STORAGE_PASSWORD"
 OBJECTIVE = "val/AP50"
 
 
@@ -36,6 +40,9 @@ def open_storage(config: TuneConfig):
 
     url = resolve_storage(config.storage)
     engine_kwargs = {} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    password = read_secret(os.environ, ENV_STORAGE_PASSWORD)
+    if password and not url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"password": password}
     if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
         retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(config.max_retry)}
     else:

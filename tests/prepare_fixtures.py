@@ -95,3 +95,61 @@ def make_cuhk_tree(root: Path) -> Path:
     write_person_mat(root / "annotation" / "Person.mat",
                      [("p00007", [("s1.jpg", [100, 30, 40, 100]), ("s3.jpg", [250, 100, 10, 60])])])
     return root
+
+
+# CityPersons: (city, image name, bbs rows [class_label, x1, y1, w, h, instance_id, x1_vis, y1_vis, w_vis, h_vis],
+# stored dtype) as MATLAB stores them (the smallest integer type per image; int16 for a negative corner).
+# a.png (200x100): a pedestrian, a rider starting left of the image (clipped), a group, an ignore region.
+# b.png: an ignore region only (left out, counted). c.png: no boxes at all (an empty bbs).
+CITYPERSONS_SCENES = [
+    ("aachen", "aachen_000000_000019_leftImg8bit.png", (200, 100),
+     [[1, 10, 20, 16, 40, 24000, 10, 20, 16, 30], [2, -4, 30, 12, 30, 25000, 0, 30, 8, 30],
+      [5, 100, 10, 60, 50, 24, 0, 0, 0, 0], [0, 170, 5, 20, 30, 0, 170, 5, 20, 30]], np.int16),
+    ("bochum", "bochum_000001_000019_leftImg8bit.png", (200, 100), [[0, 5, 5, 20, 20, 0, 5, 5, 20, 20]], np.uint8),
+    ("bochum", "bochum_000002_000019_leftImg8bit.png", (160, 120), [], np.uint8),
+]
+
+
+def citypersons_cell(scenes=CITYPERSONS_SCENES) -> np.ndarray:
+    cell = np.empty((1, len(scenes)), dtype=object)
+    for k, (city, name, _, rows, dtype) in enumerate(scenes):
+        cell[0, k] = mat_struct((1, 1), ("cityname", "im_name", "bbs"),
+                                [{"cityname": np.array([city]), "im_name": np.array([name]),
+                                  "bbs": np.array(rows, dtype=dtype).reshape(-1, 10)}])
+    return cell
+
+
+def make_citypersons_tree(root: Path, scenes=CITYPERSONS_SCENES) -> Path:
+    (root / "annotations").mkdir(parents=True)
+    for city, name, size, _, _ in scenes:
+        folder = root / "leftImg8bit" / "train" / city
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (120, 140, 160)).save(folder / name)
+    scipy.io.savemat(root / "annotations" / "anno_train.mat", {"anno_train_aligned": citypersons_cell(scenes)})
+    return root
+
+
+# CrowdHuman: image ID, size, gtboxes as the .odgt holds them.  1,a: two persons (one's fbox past the left
+# border), a mask, an ignored person; 2,b: a mask only (left out, counted).
+CROWDHUMAN_LINES = [
+    ("284193,a1f", (120, 90), [
+        {"fbox": [-6, 10, 30, 70], "tag": "person", "hbox": [4, 10, 8, 8], "extra": {"box_id": 0, "occ": 1},
+         "vbox": [0, 10, 24, 50], "head_attr": {"ignore": 0, "occ": 0, "unsure": 0}},
+        {"fbox": [60, 20, 20, 50], "tag": "person", "hbox": [66, 20, 6, 6], "extra": {"box_id": 1, "ignore": 0},
+         "vbox": [60, 20, 20, 50], "head_attr": {}},
+        {"fbox": [90, 5, 25, 30], "tag": "mask", "hbox": [90, 5, 25, 30], "extra": {"ignore": 1},
+         "vbox": [90, 5, 25, 30], "head_attr": {}},
+        {"fbox": [40, 60, 8, 20], "tag": "person", "hbox": [42, 60, 3, 3], "extra": {"ignore": 1},
+         "vbox": [40, 60, 8, 20], "head_attr": {}}]),
+    ("284194,b2e", (100, 80), [
+        {"fbox": [10, 10, 30, 30], "tag": "mask", "extra": {"ignore": 1}, "vbox": [10, 10, 30, 30]}]),
+]
+
+
+def make_crowdhuman_tree(root: Path, lines=CROWDHUMAN_LINES) -> Path:
+    (root / "Images").mkdir(parents=True)
+    with open(root / "annotation_train.odgt", "w") as f:
+        for image_id, size, gtboxes in lines:
+            f.write(json.dumps({"ID": image_id, "gtboxes": gtboxes}) + "\n")
+            Image.new("RGB", size, (60, 80, 100)).save(root / "Images" / f"{image_id}.jpg")
+    return root

@@ -96,4 +96,4 @@ def test_a_bad_option_is_one_line_and_exit_status_2(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("persondet: error: mix='coco+kitti': 'kitti' is not a source "
-                                   "(sources: coco, cuhk; a mix joins them with '+')")
+                                   "(sources: coco, cuhk, citypersons, crowdhuman; a mix joins them with '+')")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,18 +14,52 @@ from persondet.errors import PersondetError
 
 
 def test_a_mix_is_any_combination_of_registered_sources_in_canonical_order():
-    assert list(SOURCES)[:2] == ["coco", "cuhk"]
+    assert list(SOURCES) == ["coco", "cuhk", "citypersons", "crowdhuman"]
     assert mix_name("cuhk+coco") == mix_name("coco+cuhk") == "coco+cuhk"
+    assert mix_name("crowdhuman+coco+citypersons+cuhk") == "coco+cuhk+citypersons+crowdhuman"
+    assert PrepareConfig(mix="crowdhuman + citypersons").mix == "crowdhuman + citypersons"
     assert PrepareConfig(mix="cuhk+coco").mix == "cuhk+coco"  # logged as typed, merged as coco+cuhk
     with pytest.raises(ConfigError, match=r"mix='coco\+kitti': 'kitti' is not a source \(sources: coco, cuhk"):
         PrepareConfig(mix="coco+kitti")
     with pytest.raises(ConfigError, match="named twice"):
         PrepareConfig(mix="coco+coco")
     assert sorted(["coco+cuhk", "custom", "cuhk", "coco"], key=mix_sort_key) == ["coco", "cuhk", "coco+cuhk", "custom"]
+    assert sorted(["coco+cuhk+citypersons+crowdhuman", "crowdhuman", "coco+crowdhuman", "coco+cuhk", "coco"],
+                  key=mix_sort_key) == ["coco", "crowdhuman", "coco+cuhk", "coco+crowdhuman",
+                                        "coco+cuhk+citypersons+crowdhuman"]
+
+
+def test_each_source_has_its_root_setting_and_its_reader_options_in_prepare():
+    fields = PrepareConfig.__dataclass_fields__
+    for source in SOURCES.values():
+        assert source.root_param == f"{source.name}_root" and fields[source.root_param].default == ""
+        for option in source.options:  # <source>_<option> in prepare, <option> for the reader
+            assert option in fields and source.keyword(option) == option[len(source.name) + 1:]
+    assert SOURCES["citypersons"].options == ("citypersons_split", "citypersons_subset")
+    assert SOURCES["crowdhuman"].options == ("crowdhuman_split", "crowdhuman_box")
+    with pytest.raises(ConfigError, match=r"citypersons_subset='hard' must be one of all, reasonable"):
+        PrepareConfig.from_strings({"citypersons_subset": "hard"})
+    with pytest.raises(ConfigError, match=r"crowdhuman_box='hbox' must be one of fbox, vbox"):
+        PrepareConfig.from_strings({"crowdhuman_box": "hbox"})
+
+
+def test_a_source_reads_with_the_prepare_settings_as_its_keywords(tmp_path):
+    from persondet.synth import write_crowdhuman
+
+    root = write_crowdhuman(tmp_path / "ch", seed=1, train_images=2, val_images=3)
+    source, counts = SOURCES["crowdhuman"].read(root, PrepareConfig(crowdhuman_split="val", crowdhuman_box="vbox"))
+    assert source.name == "crowdhuman" and counts["images_total"] == 3
+    lines = (root / "annotation_val.odgt").read_text().splitlines()
+    first = next(b["vbox"] for b in json.loads(lines[0])["gtboxes"] if b["tag"] == "person"
+                 and not b["extra"].get("ignore"))
+    assert [float(v) for v in first] in [a["bbox"] for a in source.annotations]  # the visible box, as asked
 
 
 @pytest.mark.parametrize("mix, merged", [("coco+cuhk", True), ("cuhk+coco", True), ("coco", False),
-                                         ("cuhk", False), ("custom", False), ("coco+custom", False)])
+                                         ("cuhk", False), ("custom", False), ("coco+custom", False),
+                                         ("coco+citypersons", True), ("citypersons+crowdhuman", True),
+                                         ("coco+cuhk+citypersons+crowdhuman", True), ("crowdhuman", False),
+                                         ("citypersons", False)])
 def test_merged_data_is_at_least_two_sources(mix, merged):
     assert is_merged(mix) is merged
 

@@ -17,7 +17,7 @@ from persondet.formats.imagesize import ImageHeaderError, image_size
 from persondet.datasets import image_path, recorded_roots
 from persondet.formats.paths import safe_relative_path
 from persondet.formats.merge import SourceSet, merge, write_dataset
-from persondet.stats import dataset_stats, stats_markdown
+from persondet.stats import BOX_COLOURS, dataset_stats, draw_checks, relative_sizes, stats_markdown
 
 COCO_TINY = fx.SHARED_DATA / "coco-tiny"
 TESTG100 = fx.SHARED_DATA / "cuhk-sysu-real" / "TestG100.mat"
@@ -424,8 +424,87 @@ def test_merge_ids_names_roots_and_pycocotools(tmp_path):
 
 def test_stats_exclude_crowd_and_average_relative_size(tmp_path):
     stats = dataset_stats(merge(_sources(tmp_path), "coco+cuhk"))
-    assert stats["coco"] == {"images": 1, "objects": 1, "avg_rel_size": 100 / 5000, "crowd_regions": 1}
-    assert stats["cuhk"] == {"images": 1, "objects": 1, "avg_rel_size": 1000 / 20000, "crowd_regions": 0}
+    assert stats["coco"] == {"images": 1, "objects": 1, "avg_rel_size": 100 / 5000, "crowd_regions": 1,
+                             "ignore_regions": 0}
+    assert stats["cuhk"] == {"images": 1, "objects": 1, "avg_rel_size": 1000 / 20000, "crowd_regions": 0,
+                             "ignore_regions": 0}
     assert stats["merged"]["objects"] == 2
     assert stats["merged"]["avg_rel_size"] == pytest.approx((0.02 + 0.05) / 2)
-    assert "| cuhk | 1 | 1 | 0.05000 | 0 |" in stats_markdown(stats)
+    assert "| cuhk | 1 | 1 | 0.05000 | 0 | 0 |" in stats_markdown(stats)
+
+
+def _with_ignore_regions(tmp_path):
+    """coco + cuhk + a CityPersons-like and a CrowdHuman-like source holding ignore regions and extras."""
+    city = SourceSet("citypersons", tmp_path / "cp", [{"id": 3, "file_name": "leftImg8bit/train/a/x.png",
+                                                       "width": 100, "height": 100}],
+                     [{"id": 1, "image_id": 3, "bbox": [0, 0, 10, 20], "area": 200.0, "iscrowd": 0, "ignore": 0,
+                       "class_label": 1, "instance_id": 24000, "vis_ratio": 0.7},
+                      {"id": 2, "image_id": 3, "bbox": [50, 50, 40, 40], "area": 1600.0, "iscrowd": 0, "ignore": 1,
+                       "class_label": 0, "instance_id": 0, "vis_ratio": 1.0},
+                      {"id": 3, "image_id": 3, "bbox": [20, 0, 30, 30], "area": 900.0, "iscrowd": 1, "ignore": 0,
+                       "class_label": 5, "instance_id": 24, "vis_ratio": 0.0}])
+    crowd = SourceSet("crowdhuman", tmp_path / "ch", [{"id": 1, "file_name": "Images/1,a.jpg", "width": 200,
+                                                       "height": 100}],
+                      [{"bbox": [0, 0, 100, 50], "area": 5000.0, "iscrowd": 0, "ignore": 1, "id": 1, "image_id": 1},
+                       {"bbox": [10, 10, 20, 40], "area": 800.0, "iscrowd": 0, "ignore": 0, "vis_ratio": 0.5, "id": 2,
+                        "image_id": 1}])
+    return [*_sources(tmp_path), city, crowd]
+
+
+def test_merge_keeps_ignore_regions_and_source_extras(tmp_path):
+    merged = merge(_with_ignore_regions(tmp_path), "coco+cuhk+citypersons+crowdhuman")
+    anns = merged["annotations"]
+    assert [a["ignore"] for a in anns] == [0, 0, 0, 0, 1, 0, 1, 0]  # present on every annotation, 0 by default
+    assert list(anns[4])[:9] == ["id", "image_id", "category_id", "bbox", "area", "iscrowd", "ignore", "person_id",
+                                 "ishard"]
+    assert (anns[4]["class_label"], anns[4]["instance_id"], anns[4]["vis_ratio"]) == (0, 0, 1.0)
+    assert anns[7]["vis_ratio"] == 0.5 and "vis_ratio" not in anns[6] and "class_label" not in anns[0]
+    assert set(merged["persondet"]["source_digests"]) == {"coco", "cuhk", "citypersons", "crowdhuman"}
+    # the ignore flag is part of the content: flipping it changes the digest
+    flipped = _with_ignore_regions(tmp_path)
+    flipped[3].annotations[0]["ignore"] = 0
+    assert merge(flipped, "x")["persondet"]["digest"] != merged["persondet"]["digest"]
+
+
+def test_stats_count_ignore_regions_apart_from_persons(tmp_path):
+    merged = merge(_with_ignore_regions(tmp_path), "coco+cuhk+citypersons+crowdhuman")
+    merged["annotations"].append({**merged["annotations"][-1], "id": 99, "ignore": 0, "extra": {"ignore": 1}})
+    stats = dataset_stats(merged)
+    assert stats["citypersons"] == {"images": 1, "objects": 1, "avg_rel_size": 200 / 10000, "crowd_regions": 1,
+                                    "ignore_regions": 1}
+    assert stats["crowdhuman"] == {"images": 1, "objects": 1, "avg_rel_size": 800 / 20000, "crowd_regions": 0,
+                                   "ignore_regions": 2}  # the ignore flag and a nested extra.ignore
+    assert stats["merged"]["objects"] == 4 and stats["merged"]["ignore_regions"] == 3
+    assert relative_sizes(merged)["crowdhuman"] == [800 / 20000]
+    assert "| crowdhuman | 1 | 1 | 0.04000 | 0 | 2 |" in stats_markdown(stats)
+
+
+def test_check_images_draw_ignore_regions_in_their_own_colour(tmp_path):
+    sources = _with_ignore_regions(tmp_path)[2:]
+    for source in sources:
+        for image in source.images:
+            path = source.root / image["file_name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (image["width"], image["height"]), (128, 128, 128)).save(path)
+    merged = merge(sources, "citypersons+crowdhuman")
+    city, crowd = draw_checks(merged, tmp_path / "checks", per_source=1)
+    assert len(set(BOX_COLOURS.values())) == len(BOX_COLOURS)
+
+    def kind_at(path, x, y):  # the box colour nearest to the pixel (JPEG blurs thin lines a little)
+        with Image.open(path) as im:
+            pixel = np.asarray(im.convert("RGB"))[y, x].astype(int)
+        colours = {**BOX_COLOURS, "background": (128, 128, 128)}
+        return min(colours, key=lambda k: np.abs(pixel - colours[k]).sum())
+
+    # CrowdHuman: the ignore region's right edge (x = 100), the person's (x = 30)
+    assert kind_at(crowd, 99, 30) == "ignore" and kind_at(crowd, 29, 40) == "person"
+    assert kind_at(crowd, 60, 30) == "background"
+    # CityPersons: label 0 at [50, 50, 40, 40], the group at [20, 0, 30, 30], the legend's first line
+    assert kind_at(city, 89, 70) == "ignore" and kind_at(city, 35, 29) == "crowd"
+    # the legend: a strip below the image naming the kinds drawn, in their colours (CityPersons: no hard box)
+    with Image.open(city) as im:
+        assert im.width == 100 and im.height > 100
+        strip = np.asarray(im.convert("RGB"))[100:].astype(int).reshape(-1, 3)
+    present = {k for k, c in BOX_COLOURS.items() if (np.abs(strip - c).max(axis=1) < 40).sum() >= 5}
+    assert present == {"person", "crowd", "ignore"}
+

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTRACT_ENTRY_POINTS = {"prepare", "train", "evaluate", "promote", "tune", "report", "main"}
+CONTRACT_ENTRY_POINTS = {"prepare", "train", "evaluate", "promote", "tune", "report", "launch", "main"}
 
 
 def _pyproject_dependencies() -> list[str]:

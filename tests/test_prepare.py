@@ -6,12 +6,14 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 
 import prepare_fixtures as fx
 from persondet.cli import run_cli
@@ -92,7 +94,7 @@ def test_hand_made_trees_train_split(tmp_path, tracking_env):
     assert [a["bbox"] for a in cuhk_anns] == [[10, 20, 30, 80], [100, 30, 40, 100], [280, 10, 20, 90]]
     assert [a["person_id"] for a in cuhk_anns] == [-1, 7, -1] and [a["ishard"] for a in cuhk_anns] == [0, 1, 0]
     assert result.counts["cuhk"]["dropped_boxes"] == 1 and result.counts["cuhk"]["clipped_boxes"] == 1
-    assert result.stats["coco"] == {"images": 2, "objects": 2, "crowd_regions": 1,
+    assert result.stats["coco"] == {"images": 2, "objects": 2, "crowd_regions": 1, "ignore_regions": 0,
                                     "avg_rel_size": pytest.approx((200 / 3072 + 1200 / 4800) / 2)}
     assert result.stats["cuhk"]["avg_rel_size"] == pytest.approx((2400 / 76800 + 4000 / 76800 + 1800 / 60000) / 3)
     assert [im["id"] for im in dataset["images"]] == [1, 2, 3, 4]
@@ -240,6 +242,152 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, tracking_env, capsy
     assert re.search(expected, err), err
     assert list(out_parent.iterdir()) == []  # no output folder, no temporary leftovers
     assert not (tmp_path / "mlflow.db").exists()  # checked before any run was started
+
+
+# --------------------------------------------------------------- four sources: CityPersons and CrowdHuman too
+def _four_trees(tmp_path: Path) -> dict[str, Path]:
+    return {"coco": fx.make_coco_tree(tmp_path / "coco"), "cuhk": fx.make_cuhk_tree(tmp_path / "cuhk"),
+            "citypersons": fx.make_citypersons_tree(tmp_path / "citypersons"),
+            "crowdhuman": fx.make_crowdhuman_tree(tmp_path / "crowdhuman")}
+
+
+def test_hand_made_trees_of_four_sources(tmp_path, tracking):
+    roots = _four_trees(tmp_path)
+    result = prepare(PrepareConfig(**{f"{k}_root": str(v) for k, v in roots.items()}, cuhk_split="train",
+                                   mix="crowdhuman+citypersons+cuhk+coco", check_images=1,
+                                   output_dir=str(tmp_path / "out")))
+    dataset = json.loads((result.output_dir / "train.json").read_text())
+    assert dataset["persondet"]["mix"] == "coco+cuhk+citypersons+crowdhuman"  # the canonical order
+    assert [im["file_name"] for im in dataset["images"]][-2:] == [
+        "citypersons/leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png",
+        "crowdhuman/Images/284193,a1f.jpg"]
+    assert all(image_path(im, recorded_roots(dataset)).is_file() for im in dataset["images"])
+    city = [a for a in dataset["annotations"] if a["image_id"] == 5]
+    crowd = [a for a in dataset["annotations"] if a["image_id"] == 6]
+    # CityPersons a.png (200x100): pedestrian, rider clipped at x = 0, group (crowd), label 0 (ignore)
+    assert [a["bbox"] for a in city] == [[10, 20, 16, 40], [0, 30, 8, 30], [100, 10, 60, 50], [170, 5, 20, 30]]
+    assert [(a["iscrowd"], a["ignore"], a["class_label"]) for a in city] == [(0, 0, 1), (0, 0, 2), (1, 0, 5),
+                                                                             (0, 1, 0)]
+    assert city[0]["vis_ratio"] == 0.75
+    # CrowdHuman 1,a (120x90): person clipped at x = 0, person, mask and ignored person (ignore regions)
+    assert [a["bbox"] for a in crowd] == [[0, 10, 24, 70], [60, 20, 20, 50], [90, 5, 25, 30], [40, 60, 8, 20]]
+    assert [a["ignore"] for a in crowd] == [0, 0, 1, 1] and all(a["iscrowd"] == 0 for a in crowd)
+    assert all(a["ignore"] == 0 for a in dataset["annotations"] if a["image_id"] <= 4)
+    assert result.stats["citypersons"] == {"images": 1, "objects": 2, "crowd_regions": 1, "ignore_regions": 1,
+                                           "avg_rel_size": pytest.approx((640 + 240) / 20000 / 2)}
+    assert result.stats["crowdhuman"] == {"images": 1, "objects": 2, "crowd_regions": 0, "ignore_regions": 2,
+                                          "avg_rel_size": pytest.approx((1680 + 1000) / 10800 / 2)}
+    assert result.stats["merged"]["objects"] == 2 + 3 + 2 + 2 and result.stats["merged"]["ignore_regions"] == 3
+    assert result.counts["citypersons"]["images_without_persons"] == 2
+    assert result.counts["crowdhuman"]["images_without_persons"] == 1
+    assert result.counts["crowdhuman"]["clipped_boxes"] == 1 and result.counts["citypersons"]["clipped_boxes"] == 1
+    assert sorted(p.name for p in (result.output_dir / "checks").iterdir()) == [
+        "citypersons_0.jpg", "coco_0.jpg", "crowdhuman_0.jpg", "cuhk_0.jpg"]
+    run = tracking.get_run(result.run_id)
+    assert run.data.tags["dataset_mix"] == "coco+cuhk+citypersons+crowdhuman"
+    assert run.data.metrics["crowdhuman/ignore_regions"] == 2 and run.data.metrics["citypersons/objects"] == 2
+    assert run.data.metrics["crowdhuman/masks"] == 2 and run.data.metrics["merged/images"] == 6
+    assert run.data.params["crowdhuman_box"] == "fbox" and run.data.params["citypersons_subset"] == "all"
+    inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"coco", "cuhk", "citypersons", "crowdhuman", "prepared:coco+cuhk+citypersons+crowdhuman"}
+    assert inputs["crowdhuman"] == dataset["persondet"]["source_digests"]["crowdhuman"][:32]
+    assert run.data.tags["persondet.root.crowdhuman"] == str(roots["crowdhuman"].resolve())
+
+
+def test_reader_settings_reach_the_new_sources(tmp_path, tracking_env):
+    roots = _four_trees(tmp_path)
+    result = prepare(PrepareConfig(citypersons_root=str(roots["citypersons"]), crowdhuman_root=str(roots["crowdhuman"]),
+                                   mix="citypersons+crowdhuman", citypersons_subset="reasonable", crowdhuman_box="vbox",
+                                   check_images=0))
+    # reasonable: pedestrians >= 50 px tall only (the 40 px one too small), every other box an ignore region
+    assert result.counts["citypersons"]["person_boxes"] == 0 and result.counts["citypersons"]["images_total"] == 3
+    assert result.stats["citypersons"] == {"images": 0, "objects": 0, "avg_rel_size": 0.0, "crowd_regions": 0,
+                                           "ignore_regions": 0}  # no image holds a person: all left out
+    # vbox: the visible part, the first person's [0, 10, 24, 50]
+    assert result.stats["crowdhuman"]["avg_rel_size"] == pytest.approx((24 * 50 + 1000) / 10800 / 2)
+
+
+def _break_four(case: str, roots: dict[str, Path]) -> str:
+    """Damage the CityPersons or CrowdHuman tree for one case; returns the expected message (regex)."""
+    anno = roots["citypersons"] / "annotations" / "anno_train.mat"
+    odgt = roots["crowdhuman"] / "annotation_train.odgt"
+    images_mat = roots["cuhk"] / "annotation" / "Images.mat"
+    scenes = [list(scene) for scene in fx.CITYPERSONS_SCENES]
+
+    def rewrite_citypersons(index: int, rows, dtype=np.float64):
+        scenes[index][3:] = [rows, dtype]
+        scipy.io.savemat(anno, {"anno_train_aligned": fx.citypersons_cell(scenes)})
+
+    def rewrite_odgt(line: int, text: str):
+        lines = odgt.read_text().splitlines()
+        lines[line] = text
+        odgt.write_text("\n".join(lines) + "\n")
+
+    if case == "citypersons_truncated_mat":
+        anno.write_bytes(anno.read_bytes()[:300])
+        return r"anno_train.mat: not a readable MATLAB .mat file"
+    if case == "citypersons_mat_given_as_cuhk":
+        shutil.copy(anno, images_mat)
+        return (r"Images.mat: no variable 'Img' \(found: anno_train_aligned; this looks like CityPersons "
+                r"annotations/anno_train.mat\)$")
+    if case == "cuhk_mat_given_as_citypersons":
+        shutil.copy(images_mat, anno)
+        return (r"anno_train.mat: no variable 'anno_train_aligned' \(found: Img; this looks like CUHK-SYSU "
+                r"annotation/Images.mat\)$")
+    if case == "citypersons_nan_size":
+        rewrite_citypersons(1, [[0, 5, 5, np.nan, 20, 0, 5, 5, 20, 20]])
+        return r"anno_train.mat: image 1 \(bochum_000001_000019_leftImg8bit.png\): box 0 is not a number: \[0, 5, 5, nan"
+    if case == "citypersons_negative_size":
+        rewrite_citypersons(0, [[1, 10, 20, 16, -40, 24000, 10, 20, 16, 30]], np.int16)
+        return r"anno_train.mat: image 0 \(aachen_000000_000019_leftImg8bit.png\): box 0 has a negative width or height"
+    if case == "citypersons_unknown_label":
+        rewrite_citypersons(1, [[9, 5, 5, 20, 20, 0, 5, 5, 20, 20]], np.uint8)
+        return r"anno_train.mat: image 1 \(bochum_\w+.png\): box 0: unknown class label 9 \(CityPersons labels: 0 ignore"
+    if case == "citypersons_missing_images":
+        for city, name, *_ in fx.CITYPERSONS_SCENES[1:]:
+            (roots["citypersons"] / "leftImg8bit" / "train" / city / name).unlink()
+        return (r"2 of 3 images listed in .*anno_train.mat are missing under .*citypersons: "
+                r"leftImg8bit/train/bochum/bochum_000001_000019_leftImg8bit.png, "
+                r"leftImg8bit/train/bochum/bochum_000002_000019_leftImg8bit.png$")
+    if case == "odgt_line_not_json":
+        rewrite_odgt(1, '{"ID": "284194,b2e", "gtboxes": [{"tag": "mask", "fbox": [10, 10')
+        return r"annotation_train.odgt: line 2: not a"
+    if case == "odgt_nan_size":
+        rewrite_odgt(1, '{"ID": "284194,b2e", "gtboxes": [{"tag": "person", "fbox": [10, 10, NaN, 30]}]}')
+        return r"annotation_train.odgt: line 2: not a"
+    if case == "odgt_negative_size":
+        rewrite_odgt(1, '{"ID": "284194,b2e", "gtboxes": [{"tag": "person", "fbox": [10, 10, 30, -30]}]}')
+        return (r"annotation_train.odgt: line 2 \(ID 284194,b2e\): gtboxes\[0\].fbox = \[10.0, 10.0, 30.0, -30.0\]: "
+                r"negative or non-finite width or height$")
+    if case == "crowdhuman_missing_images":
+        for image_id, *_ in fx.CROWDHUMAN_LINES:
+            (roots["crowdhuman"] / "Images" / f"{image_id}.jpg").unlink()
+        return (r"2 of 2 images listed in .*annotation_train.odgt are missing under .*crowdhuman: "
+                r"Images/284193,a1f.jpg, Images/284194,b2e.jpg$")
+    raise AssertionError(case)
+
+
+FOUR_SOURCE_CASES = ["citypersons_truncated_mat", "citypersons_mat_given_as_cuhk", "cuhk_mat_given_as_citypersons",
+                     "citypersons_nan_size", "citypersons_negative_size", "citypersons_unknown_label",
+                     "citypersons_missing_images", "odgt_line_not_json", "odgt_nan_size", "odgt_negative_size",
+                     "crowdhuman_missing_images"]
+
+
+@pytest.mark.parametrize("case", FOUR_SOURCE_CASES)
+def test_bad_citypersons_and_crowdhuman_input_one_line_exit_2_nothing_written(tmp_path, tracking_env, capsys, case):
+    roots = _four_trees(tmp_path / "data")
+    out_parent = tmp_path / "outputs"
+    out_parent.mkdir()
+    expected = _break_four(case, roots)
+    argv = [*(arg for name, root in roots.items() for arg in (f"--{name}-root", str(root))),
+            "--mix", "coco+cuhk+citypersons+crowdhuman", "--output-dir", str(out_parent / "prepared")]
+    assert run_cli(_entry_point(), argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("persondet: error: ")
+    assert re.search(expected, err), err
+    assert list(out_parent.iterdir()) == []  # no output folder, no temporary leftovers
+    assert not (tmp_path / "mlflow.db").exists()  # checked before any run was started
+    assert not (tmp_path / "demo").exists()  # no demo data generated for a source given a root
 
 
 def test_coco_boxes_past_the_image_are_clipped_and_counted(tmp_path, tracking):

@@ -67,6 +67,19 @@ def test_best_merged_version_promoted_and_better_coco_only_never(client, capsys)
     assert all(versions[v][0] == "None" for v in ("1", "2", "4", "5"))
 
 
+def test_merged_data_is_any_two_sources_and_one_source_never(client):
+    add_version(client, "crowdhuman", 0.95)  # v1: one source, the best score: not merged data
+    add_version(client, "citypersons", 0.93)  # v2: one source
+    add_version(client, "coco+citypersons", 0.60)  # v3: merged
+    add_version(client, "coco+cuhk", 0.55)  # v4: the seed's mix, still merged data
+    result = promote(PromoteConfig())
+    assert (result.decision, result.champion) == ("promoted", "3")
+    champion, versions = state(client)
+    assert versions["3"][0] == "Production" and versions["1"][0] == versions["2"][0] == "None"
+    add_version(client, "crowdhuman+coco+cuhk+citypersons", 0.70)  # v5: all four, any order
+    assert (promote(PromoteConfig()).champion, state(client)[0]) == ("5", "5")
+
+
 def test_second_run_changes_nothing_then_a_better_one_replaces(client):
     add_version(client, "coco+cuhk", 0.40)
     add_version(client, "coco+cuhk", 0.50)

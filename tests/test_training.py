@@ -152,6 +152,26 @@ def test_dataset_resolves_roots_skips_crowds_and_converts_grayscale(tmp_path):
     assert via_torchvision.shape == image.shape
 
 
+def test_ignore_regions_are_never_training_boxes(tmp_path):
+    import json
+
+    from persondet.data import PersonDataset, load_prepared
+
+    path = make_prepared_set(tmp_path)
+    doc = json.loads(path.read_text())
+    person = next(a for a in doc["annotations"] if a["image_id"] == 4)
+    region = {**person, "bbox": [1, 1, 40, 40], "area": 1600}
+    doc["annotations"] += [{**region, "id": 100, "ignore": 1},  # CityPersons label 0, a CrowdHuman mask
+                           {**region, "id": 101, "extra": {"ignore": 1}},  # CrowdHuman-style nesting
+                           {**region, "id": 102, "ignore": 0, "extra": {"ignore": 0, "box_id": 3}}]  # a person
+    path.write_text(json.dumps(doc))
+    dataset, _ = load_prepared(str(path))
+    ds = PersonDataset(dataset, path.parent, train=False)
+    x, y, w, h = person["bbox"]
+    assert ds.boxes[3] == [[x, y, x + w, y + h], [1.0, 1.0, 41.0, 41.0]]  # the person and annotation 102 only
+    assert ds[3][1]["boxes"].tolist() == ds.boxes[3]
+
+
 def test_horizontal_flip_moves_boxes_with_the_image(tmp_path):
     from persondet.data import PersonDataset, load_prepared
 

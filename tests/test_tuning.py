@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from persondet.config import ConfigError, TuneConfig
@@ -53,6 +54,14 @@ def cli_args(config: TuneConfig) -> list[str]:
     return args + ["--storage", config.storage]
 
 
+def _with_children(pid: int) -> list:
+    try:
+        process = psutil.Process(pid)
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def nested_runs(parent_run_id: str):
     from mlflow import MlflowClient
 
@@ -84,7 +93,7 @@ def test_tune_entry_point_reports_a_bad_value_on_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_an_unreachable_storage_is_named_without_its_password(tiny_set, local_tracking):
+def test_an_unreachable_storage_is_named_without_its_password(tiny_set, local_tracking, monkeypatch):
     import socket
 
     with socket.socket() as s:
@@ -92,10 +101,25 @@ def test_an_unreachable_storage_is_named_without_its_password(tiny_set, local_tr
         port = s.getsockname()[1]
     from persondet.tuning import tune
 
-    with pytest.raises(PersondetError, match=rf"storage='postgresql\+psycopg2://u:\*\*\*@127.0.0.1:{port}/optuna' "
+    monkeypatch.setenv("PERSONDET_TUNE_STORAGE_PASSWORD", "hunter22-hunter22")
+    with pytest.raises(PersondetError, match=rf"storage='postgresql\+psycopg2://u@127.0.0.1:{port}/optuna' "
                                              "cannot be opened") as error:
-        tune(tiny_config(tiny_set, f"postgresql://u:hunter22@127.0.0.1:{port}/optuna"))
+        tune(tiny_config(tiny_set, f"postgresql://u@127.0.0.1:{port}/optuna"))
     assert "hunter22" not in str(error.value)
+
+
+@pytest.mark.parametrize("storage", ["postgresql://optuna:hunter22@db:5432/optuna",
+                                     "postgresql+psycopg2://optuna:hunter22@db/optuna",
+                                     "postgresql://db/optuna?user=optuna&password=hunter22"])
+def test_tune_refuses_a_storage_with_a_password_and_says_where_it_goes(storage, tmp_path):
+    """`mlflow run -P storage=...` records the value as a run parameter every user can read."""
+    result = subprocess.run([sys.executable, str(ROOT / "entrypoints" / "tune.py"), "--storage", storage],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("persondet: error: storage has a password in it")
+    assert "PERSONDET_TUNE_STORAGE_PASSWORD_FILE" in lines[0] and "~/.pgpass" in lines[0]
+    assert "hunter22" not in result.stderr and list(tmp_path.iterdir()) == []
 
 
 def test_an_existing_study_is_refused_without_load_if_exists(tiny_set, local_tracking, tmp_path):
@@ -156,18 +180,38 @@ def test_two_workers_on_one_postgresql_study_run_every_trial_exactly_once(tiny_s
     from mlflow import MlflowClient
 
     per_worker = 2
-    storage = native_postgres.uri("optuna")
+    storage = native_postgres.uri("optuna")  # no password: the workers read it from the file
     config = tiny_config(tiny_set, storage, n_trials=per_worker, study_name=f"shared-{os.getpid()}", epochs=1)
-    env = {**os.environ, **tracking_server.client_env(), "MLFLOW_EXPERIMENT_NAME": "tune-shared"}
+    env = {**os.environ, **tracking_server.client_env(), "MLFLOW_EXPERIMENT_NAME": "tune-shared",
+           "PERSONDET_TUNE_STORAGE_PASSWORD_FILE": native_postgres.password_file("optuna")}
     env.pop("MLFLOW_RUN_ID", None)
+    logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
     workers = [subprocess.Popen([sys.executable, str(ROOT / "entrypoints" / "tune.py"), *cli_args(config)],
-                                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
+                                env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    password = native_postgres.passwords["optuna"]
+    deadline, seen = time.monotonic() + 600, 0
+    while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+        # nobody on this machine can read the password off a worker's (or its children's) command line
+        for process in [p for w in workers if w.poll() is None for p in _with_children(w.pid)]:
+            try:
+                command = " ".join(process.cmdline())
+            except psutil.Error:  # ended meanwhile
+                continue
+            seen += 1
+            assert password not in command, command
+        time.sleep(0.5)
+    for worker, log in zip(workers, logs):
+        worker.wait(timeout=60)
+        log.close()
+    outputs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert [w.returncode for w in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert seen >= 2
 
-    trials = optuna.load_study(study_name=config.study_name, storage=storage.replace(
-        "postgresql://", "postgresql+psycopg2://")).get_trials()
+    from optuna.storages import RDBStorage
+
+    trials = optuna.load_study(study_name=config.study_name, storage=RDBStorage(
+        storage.replace("postgresql://", "postgresql+psycopg2://"),
+        engine_kwargs={"connect_args": {"password": password}})).get_trials()
     assert sorted(t.number for t in trials) == list(range(2 * per_worker))  # none lost, none extra
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     assert all(t.state in finished for t in trials), [t.state for t in trials]
@@ -184,6 +228,9 @@ def test_two_workers_on_one_postgresql_study_run_every_trial_exactly_once(tiny_s
         assert run.data.params["batch_size"] == str(trial.params["batch_size"])
         parents.add(run.data.tags["mlflow.parentRunId"])
     assert len(parents) == 2  # each worker's parent run holds its own trials
+    for run_id in list(parents) + run_ids:  # every user of the server reads these
+        data = client.get_run(run_id).data
+        assert password not in " ".join(list(data.params.values()) + list(data.tags.values()))
     for parent in parents:
         assert client.get_run(parent).info.status == "FINISHED"
         children = client.search_runs([client.get_run(parent).info.experiment_id],

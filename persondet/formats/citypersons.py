@@ -19,14 +19,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from persondet.datasets import CITYPERSONS_SPLITS, CITYPERSONS_SUBSETS
 from persondet.errors import PersondetError
 from persondet.formats.imagefiles import image_sizes
 from persondet.formats.matlab import MatFormatError, load_mat, mat_str, struct_field, struct_items
 from persondet.formats.merge import SourceSet
 
 NAME = "citypersons"
-SPLITS = ("train", "val")
-SUBSETS = ("all", "reasonable")
+SPLITS = CITYPERSONS_SPLITS
+SUBSETS = CITYPERSONS_SUBSETS
 ANNOTATION_DIR = "annotations"
 IMAGE_DIR = "leftImg8bit"
 CLASS_NAMES = ("ignore", "pedestrian", "rider", "sitting", "other", "group")  # class_label 0..5

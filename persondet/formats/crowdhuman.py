@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from persondet.datasets import CROWDHUMAN_BOXES, CROWDHUMAN_SPLITS
 from persondet.errors import PersondetError
 from persondet.formats.imagefiles import image_sizes
 from persondet.formats.merge import SourceSet
@@ -33,8 +34,8 @@ except ImportError:  # the json path reads the same files, slower
     msgspec = None
 
 NAME = "crowdhuman"
-SPLITS = ("train", "val")
-BOXES = ("fbox", "vbox")  # the person box a record takes: full body (default) or visible part
+SPLITS = CROWDHUMAN_SPLITS
+BOXES = CROWDHUMAN_BOXES  # the person box a record takes: full body (default) or visible part
 TAGS = ("person", "mask")
 IMAGE_DIR = "Images"
 _INF = math.inf

@@ -4,6 +4,13 @@ Image and annotation ids are renumbered from 1; each image's ``file_name`` is pr
 (``coco/train2017/x.jpg``), so names never collide and resolve as ``roots[source] / rest`` (the image path
 rule, ``persondet.datasets.image_path``); the top-level
 ``persondet`` key records the roots, the mix, the CUHK-SYSU split and a digest of the content.
+
+Every annotation has ``id``, ``image_id``, ``category_id`` (1), ``bbox``, ``area``, ``iscrowd``, ``ignore``
+(1: an ignore region, CityPersons label 0 or a CrowdHuman mask / ignored person: never a training box,
+never a person in the statistics), ``person_id`` and ``ishard`` (CUHK-SYSU's, else -1 and 0), in that
+order.  A source's other keys are kept as it gave them (CityPersons ``class_label``, ``instance_id``,
+``vis_ratio``; CrowdHuman ``vis_ratio``): they cost a few bytes per box and let a later step select by
+visibility or class without re-reading the source.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ import msgspec
 from persondet.errors import PersondetError
 
 PERSON_CATEGORY = {"id": 1, "name": "person", "supercategory": "person"}
-_ANNOTATION = {"id": 0, "image_id": 0, "category_id": 0, "bbox": None, "area": 0.0, "iscrowd": 0, "person_id": -1,
-               "ishard": 0}
+_ANNOTATION = {"id": 0, "image_id": 0, "category_id": 0, "bbox": None, "area": 0.0, "iscrowd": 0, "ignore": 0,
+               "person_id": -1, "ishard": 0}
 
 
 @dataclass
@@ -30,7 +37,7 @@ class SourceSet:
     name: str  # the source's name in the registry (persondet.datasets.SOURCES)
     root: Path
     images: list[dict]  # id, file_name (relative to root), width, height; original_file_name optional
-    annotations: list[dict]  # id, image_id, bbox, area, iscrowd; person_id, ishard optional
+    annotations: list[dict]  # id, image_id, bbox, area, iscrowd; ignore, person_id, ishard, extras optional
 
 
 def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all") -> dict:

@@ -40,6 +40,11 @@ def launcher_run_id() -> str | None:
     return os.environ.pop("MLFLOW_RUN_ID", None) or None
 
 
+def launcher_run_pending() -> bool:
+    """Whether ``mlflow run`` created a run for this process that no step has opened yet."""
+    return bool(os.environ.get("MLFLOW_RUN_ID"))
+
+
 def same_logged_param(logged: str | None, value: Any) -> bool:
     """Whether a logged parameter holds ``value``. ``mlflow run`` logs entry-point parameters shell-quoted
     (``''`` for an empty string, ``'/a b'`` for a path with a space)."""

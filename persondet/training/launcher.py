@@ -27,7 +27,9 @@ from typing import Any
 
 from persondet.config import TrainConfig
 from persondet.errors import PersondetError
+from persondet.model_names import REGISTERED_MODEL
 from persondet.tracking import RunHandle, create_run
+from persondet.tracking.permissions import check_may_train
 from persondet.tracking.runs import launcher_run_id
 
 
@@ -35,6 +37,7 @@ def launch(config: TrainConfig) -> dict[str, Any]:
     """Run the training: in this process, or through torchrun when nproc * nnodes > 1; its metrics."""
     from persondet.training.trainer import train
 
+    check_may_train(REGISTERED_MODEL if config.register else None)
     if config.nproc * config.nnodes == 1:
         return train(config)
     port = config.master_port or (_free_port() if config.nnodes == 1 else 29500)
