@@ -68,7 +68,7 @@ def test_report_rebuilds_the_study(tmp_path, monkeypatch):
     import persondet.tracking.models
 
     monkeypatch.setattr(persondet.evaluation, "detect", no_inference)
-    monkeypatch.setattr(persondet.tracking.models, "load_pytorch_model", no_inference)
+    monkeypatch.setattr(persondet.tracking.models, "load_detector", no_inference)
     result = report(ReportConfig(output_dir=str(tmp_path / "out"), examples=2))
     assert result["test_name"] == "inhouse"
     assert result["stats"][1:] == [["coco", "10", "30", "0.0800"], ["cuhk (all)", "5", "20", "0.0100"],
