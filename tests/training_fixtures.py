@@ -60,9 +60,15 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def store_client(tmp_path: Path):
+    """A client of ``tmp_path/mlflow.db``, opened as persondet opens it (waiting while a training that
+    runs beside the test creates the tables)."""
     from mlflow import MlflowClient
 
-    return MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    from persondet.tracking.store import open_sqlite_store
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    open_sqlite_store(uri)
+    return MlflowClient(uri)
 
 
 def store_runs(tmp_path: Path) -> list:

@@ -24,16 +24,19 @@ def tracking_uri() -> str:
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
     uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///") and uri not in _OPENED:
-        _open_sqlite_store(uri)
+    if uri.startswith("sqlite:///"):
+        open_sqlite_store(uri)
     return uri
 
 
 _OPENED: set[str] = set()
 
 
-def _open_sqlite_store(uri: str) -> None:
-    """Open (and, when new, create) the SQLite store at ``uri`` under a lock of its folder (module docstring)."""
+def open_sqlite_store(uri: str) -> None:
+    """Open (and, when new, create) the SQLite store at ``uri`` under a lock of its folder (module docstring);
+    once per process and store."""
+    if uri in _OPENED:
+        return
     import fcntl
 
     from mlflow import MlflowClient
