@@ -14,7 +14,9 @@ Which run is opened:
 While open, the handle's run is also MLflow's active run, so MLflow's run-scoped APIs (system metrics,
 ``mlflow.pytorch.log_model``, ``mlflow.projects.run``'s child runs) see the same run; the handle itself logs
 through the client with its explicit run id.  The run ends FINISHED, FAILED on an error, or KILLED when
-``stopped(exc)`` says the error was a requested stop (a pruned optuna trial).
+``stopped(exc)`` says the error was a requested stop (a pruned optuna trial).  A tracking server that stays
+away longer than MLflow's retries is one ``tracking_error`` line, wherever the step met it; a run it could
+not end is ended later by the run guard of a training (``tracking.lease``).
 
 ``is_main_process()`` is the one gate: on every other rank a handle has no run and does nothing.
 """
@@ -29,7 +31,8 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from persondet.distributed import is_main_process
-from persondet.tracking.store import client, experiment_id, tracking_error, tracking_uri
+from persondet.errors import PersondetError
+from persondet.tracking.store import client, experiment_id, is_unreachable, tracking_error, tracking_uri
 
 ENTRY_POINT_TAG = "persondet.entry_point"
 DATASET_DIGEST_CHARS = 32  # the tracking store keeps at most 36 characters of a dataset digest
@@ -200,9 +203,11 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
         status = "FINISHED"
     except BaseException as exc:
         status, failed = ("KILLED" if stopped(exc) else "FAILED"), True
-        raise
-    finally:
         _end(handle, status, failed)
+        if not isinstance(exc, PersondetError) and is_unreachable(exc):
+            raise tracking_error(exc) from None
+        raise
+    _end(handle, status, failed)
 
 
 def _end(handle: RunHandle, status: str, failed: bool) -> None:
@@ -263,6 +268,7 @@ class MetricLogger:
         self.flush_every = flush_every
         self.skip = dict(skip or {})
         self.pending: list = []
+        self.sent: list = []  # the asynchronous sends not yet known to be stored
         if self.run_id is not None:  # imported once here, not on every training step
             from mlflow.entities import Metric
 
@@ -284,9 +290,14 @@ class MetricLogger:
         if self.run_id is None:
             return
         if self.pending:
-            client().log_batch(self.run_id, metrics=self.pending, synchronous=synchronous)
+            operation = client().log_batch(self.run_id, metrics=self.pending, synchronous=synchronous)
+            if operation is not None:
+                self.sent.append(operation)
             self.pending = []
         if synchronous:
             import mlflow
 
             mlflow.flush_async_logging()
+            sent, self.sent = self.sent, []
+            for operation in sent:  # a batch the server never stored is an error here, not a silent gap
+                operation.wait()

@@ -83,6 +83,22 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the tracking server could not be reached: a connection or
+    timeout error of ``requests``, as MLflow's REST client wraps it once its retries are spent."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            return True
+        text = str(seen)
+        if "API request to " in text and (" failed with exception " in text or " failed with timeout " in text):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def tracking_error(exc: BaseException) -> PersondetError:
     """The one-line error for a run that could not be started: an unknown run, or a server that is away."""
     import mlflow

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from persondet.distributed import is_main_process
 from persondet.errors import PersondetError
-from persondet.training.launcher import TORCHRUN_PID, die_with_parent, read_worker_config
+from persondet.training.torchrun import TORCHRUN_PID, die_with_parent
 
 
 def main(argv: list[str]) -> int:
     """Train with the launcher's config file; 0 on success, 2 on a PersondetError (rank 0 reports it)."""
     # torchrun starts workers in sessions of their own: without this they outlive it as orphans
     die_with_parent(signal.SIGTERM, int(os.environ.get(TORCHRUN_PID) or os.getppid()))
+    from persondet.training.launcher import read_worker_config
     from persondet.training.trainer import train  # torch: imported after the line above
 
     config_file, result_file = Path(argv[0]), Path(argv[1])
@@ -30,8 +31,7 @@ def main(argv: list[str]) -> int:
         metrics = train(config, run_id=run_id)
     except PersondetError as exc:
         message = " ".join(str(exc).split())
-        if is_main_process():
-            print(f"persondet: error: {message}", file=sys.stderr)
+        if is_main_process():  # the launcher prints it, once
             result_file.write_text(json.dumps({"error": message}))
         return 2
     if is_main_process():
