@@ -181,7 +181,14 @@ def save_checkpoint(state: dict[str, Any], run: RunHandle, checkpoint_dir: str) 
                 os.fsync(f.fileno())
         except (OSError, RuntimeError) as exc:  # torch reports a failed write as a RuntimeError
             raise PersondetError(f"{path}: cannot write the checkpoint ({_reason(exc)}); {kept}") from None
-        run.log_artifact(str(path), ARTIFACT_DIR)
+        try:
+            run.log_artifact(str(path), ARTIFACT_DIR)
+        except OSError as exc:  # a local artifact store (./mlruns) on a full disk
+            where = exc.filename or f"the artifact store of run {run.run_id}"
+            raise PersondetError(f"{where}: cannot store the checkpoint as {ARTIFACT_DIR}/{CHECKPOINT} "
+                                 f"({_reason(exc)})" + (f"; the previous checkpoint {folder / CHECKPOINT} is kept"
+                                                        if folder is not None and (folder / CHECKPOINT).exists()
+                                                        else "")) from None
         if folder is not None:
             os.replace(path, folder / CHECKPOINT)
 
