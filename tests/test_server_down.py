@@ -83,7 +83,7 @@ def test_server_away_longer_than_the_retries_is_one_line_and_the_run_ends_failed
             time.sleep(0.5)
         logged = {m.step for m in server.client().get_metric_history(run_id, "loss")}
         server.kill()  # away for good, as far as the training's retries go
-        _, err = training.communicate(timeout=300)
+        _, err = training.communicate(timeout=300)  # the guard, still waiting for the server, holds no pipe
     finally:
         if training.poll() is None:
             training.kill()
@@ -106,4 +106,5 @@ def test_server_away_longer_than_the_retries_is_one_line_and_the_run_ends_failed
     finally:
         server.kill()
     assert run.info.status == "FAILED" and "persondet.lease" not in run.data.tags
+    assert "its guard marked it FAILED" in run.data.tags["persondet.ended_by_guard"]
     assert set(range(8)) <= logged <= kept  # the first epoch's 8 steps, stored before the server went, kept

@@ -5,7 +5,8 @@ training.  ``done`` means the training ended its run: nothing to do.  End of fil
 training died (a signal) or could not reach the tracking server to end the run: the guard marks the run
 FAILED if it is still RUNNING and its lease tag still names ``owner`` (no resume took it over), and removes
 the tag, retrying with backoff for up to ``retry seconds`` while the server is away.  The tracking URI and
-credentials come from the environment (never from the command line).
+credentials come from the environment (never from the command line).  Its output goes nowhere (it may
+outlive the training's terminal or pipe by an hour); what it did is the run's tag ``persondet.ended_by_guard``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 
 LEASE_TAG = "persondet.lease"
+GUARD_TAG = "persondet.ended_by_guard"
 
 
 def end_failed(run_id: str, owner: str) -> str:
@@ -31,6 +33,8 @@ def end_failed(run_id: str, owner: str) -> str:
     if lease_owner != owner:
         return "the lease belongs to another training: nothing to do"
     if run.info.status == "RUNNING":
+        client.set_tag(run_id, GUARD_TAG, "the training process ended without ending this run (killed by a "
+                                          "signal, or the tracking server was away); its guard marked it FAILED")
         client.set_terminated(run_id, "FAILED")
     client.delete_tag(run_id, LEASE_TAG)
     return f"run was {run.info.status}; marked FAILED" if run.info.status == "RUNNING" else "lease removed"

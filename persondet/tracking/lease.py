@@ -161,7 +161,8 @@ class Lease:
         try:
             self._guard = subprocess.Popen(
                 [sys.executable, str(GUARD_SCRIPT), self.run_id, self.owner, str(GUARD_RETRY_S)],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, start_new_session=True)
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                start_new_session=True)  # no output: it must not hold the training's pipes open
         except OSError as exc:  # no guard: a killed training then leaves its run RUNNING, as before
             print(f"persondet: warning: cannot start the run guard ({exc})", file=sys.stderr)
 
