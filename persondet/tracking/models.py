@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from persondet.errors import PersondetError
 from persondet.tracking.registry import set_version_tags
 from persondet.tracking.runs import RunHandle
-from persondet.tracking.store import one_line, tracking_uri
+from persondet.tracking.store import one_line, opened_store_uri
 
 MODEL_NAME = "model"  # the run artifact: runs:/<run id>/model
 WEIGHTS_FILE, SPEC_FILE = "weights.pt", "detector.json"
@@ -81,7 +81,7 @@ def read_logged_detector(model_uri: str) -> tuple[dict[str, Any], dict[str, Any]
     import torch
     from mlflow.models import Model
 
-    tracking_uri()
+    opened_store_uri()
     known_scheme = model_uri.startswith(("runs:/", "models:/")) or "://" in model_uri
     if not known_scheme and not os.path.isdir(model_uri):
         raise PersondetError(f"model_uri={model_uri!r} is not a model URI (runs:/<run_id>/model, "

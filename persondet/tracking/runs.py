@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from persondet.distributed import is_main_process
 from persondet.errors import PersondetError
-from persondet.tracking.store import client, experiment_id, is_unreachable, tracking_error, tracking_uri
+from persondet.tracking.store import (client, experiment_id, is_unreachable, opened_store_uri, tracking_error)
 
 ENTRY_POINT_TAG = "persondet.entry_point"
 DATASET_DIGEST_CHARS = 32  # the tracking store keeps at most 36 characters of a dataset digest
@@ -177,7 +177,7 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
         return
     import mlflow
 
-    tracking_uri()
+    opened_store_uri()
     all_tags = {ENTRY_POINT_TAG: entry_point, **_text(tags)}
     sample = True if system_metrics else None  # None: MLflow's default (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING)
     try:

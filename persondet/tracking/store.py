@@ -2,8 +2,9 @@
 
 A fresh SQLite store is created by the first process that opens it; two steps started at once on a new
 ``mlflow.db`` would both create MLflow's tables, and the second would fail ("table already exists").  So
-the first open of a SQLite store in a process happens under an exclusive ``flock`` of the database's folder
-(the other process waits, then finds the tables), and creating the experiment tolerates a concurrent creator.
+the first open of a SQLite store in a process (``opened_store_uri``) happens under an exclusive ``flock`` of
+the database's folder (the other process waits, then finds the tables), and creating the experiment
+tolerates a concurrent creator.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ def tracking_uri() -> str:
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         mlflow.set_tracking_uri(DEFAULT_TRACKING_URI)
-    uri = mlflow.get_tracking_uri()
+    return mlflow.get_tracking_uri()
+
+
+def opened_store_uri() -> str:
+    """``tracking_uri()``, with a SQLite store opened (created when new, under the lock: module docstring).
+    What every function that reads or writes the store calls first; a bad input refused before that leaves
+    no ``mlflow.db`` behind."""
+    uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         open_sqlite_store(uri)
     return uri
@@ -61,7 +69,7 @@ def client():
     """An MlflowClient on ``tracking_uri()``."""
     from mlflow import MlflowClient
 
-    tracking_uri()
+    opened_store_uri()
     return MlflowClient()
 
 
@@ -70,7 +78,7 @@ def experiment_id() -> str:
     missing)."""
     import mlflow
 
-    tracking_uri()
+    opened_store_uri()
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     try:
         return mlflow.set_experiment(name).experiment_id
