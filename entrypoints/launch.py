@@ -1,5 +1,5 @@
-"""MLflow entry point `launch`: `train` for every (server x batch size) in containers on Docker hosts,
-all reporting to the shared tracking server (see docs/LAUNCH.md)."""
+"""MLflow entry point `launch`; `LaunchConfig` in persondet/config.py describes the step and its options
+(`python entrypoints/launch.py --help`, docs/PARAMETERS.md, docs/LAUNCH.md)."""
 
 import sys
 
@@ -8,7 +8,7 @@ from persondet.config import LaunchConfig
 
 
 def main(argv=None):
-    config = parse_config(LaunchConfig, argv, __doc__)
+    config = parse_config(LaunchConfig, argv)
     from persondet.launch import launch
 
     launch(config)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections import abc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -188,7 +189,9 @@ def is_person_box(annotation: Mapping[str, Any]) -> bool:
     if annotation.get("iscrowd", 0) or annotation.get("ignore", 0):
         return False
     extra = annotation.get("extra")
-    return not (isinstance(extra, Mapping) and extra.get("ignore", 0))
+    if not extra:  # the common case, decided without an isinstance check (typing's is slow: 1.5M calls at scale)
+        return True
+    return not (isinstance(extra, abc.Mapping) and extra.get("ignore", 0))
 
 
 # ---------------------------------------------------------------------------------------------- image paths

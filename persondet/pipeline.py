@@ -21,6 +21,7 @@ from typing import Any
 
 from persondet.config import MainConfig
 from persondet.datasets import SOURCES, is_merged, mix_sources
+from persondet.errors import PersondetError
 from persondet.model_names import resolve_model
 from persondet.tracking import RunHandle, open_run
 from persondet.tracking.projects import export_step_environment, run_project
@@ -160,6 +161,23 @@ def _digest(values) -> str:
     return hashlib.sha256(",".join(values).encode()).hexdigest()[:16]
 
 
+def given_roots(config: MainConfig) -> dict[str, str]:
+    """{source: root given ('' for the demo copy)} for every source the mixes name, in the registry's order;
+    a root given that is not a directory is an error."""
+    names = list(dict.fromkeys(name for mix in config.mix_list() for name in mix_sources(mix)))
+    given = {name: getattr(config, SOURCES[name].root_param, "") for name in names}
+    for name, root in given.items():
+        if root and not Path(root).is_dir():
+            raise PersondetError(f"{SOURCES[name].root_param}={root!r}: no such directory (the {name} root, "
+                                 f"named by mixes={config.text('mixes')!r})")
+    return given
+
+
+def source_digests(config: MainConfig) -> dict[str, str]:
+    """{source: root digest} for every source the mixes name: the root given, else the demo copy."""
+    return {name: root_digest(root or SOURCES[name].demo_root(0)) for name, root in given_roots(config).items()}
+
+
 def run_study(config: MainConfig, runner: Runner) -> Study:
     """Prepare the mixes, train each at each batch size, evaluate, promote, report; re-using runs.
 
@@ -169,16 +187,12 @@ def run_study(config: MainConfig, runner: Runner) -> Study:
     is keyed on its inputs: the sources' root digests, the prepare run, the test set's listing digest, the
     evaluation runs, and all of them for the report.
     """
+    digests = source_digests(config)  # the data prepare reads
     test_set, test_parameters = _test_set(config)
     root_settings = {s.root_param: getattr(config, s.root_param) for s in SOURCES.values()
                      if hasattr(config, s.root_param)}
-    digests: dict[str, str] = {}
     prepared: dict[str, str] = {}
     for mix in config.mix_list():
-        for name in mix_sources(mix):
-            if name not in digests:  # the data prepare reads: the root given, else the demo copy
-                given = root_settings.get(SOURCES[name].root_param, "")
-                digests[name] = root_digest(given or SOURCES[name].demo_root(0))
         prepared[mix] = runner.step("prepare", {**root_settings, "mix": mix, "cuhk_split": "all"},
                                     "+".join(digests[name] for name in mix_sources(mix)))
 
@@ -202,6 +216,7 @@ def run_study(config: MainConfig, runner: Runner) -> Study:
 def main(config: MainConfig) -> dict[str, Any]:
     """The whole study in ``config.experiment``, each step a child run of this ``main`` run."""
     start = time.time()
+    given_roots(config)  # a mistyped root stops here: before a run, a step or any demo data
     export_step_environment(config.experiment)
     with open_run("main", run_name="main") as run:
         run.log_params(config.to_params())

@@ -38,6 +38,27 @@ def test_smoke_data_has_the_declared_counts_and_is_cached(tmp_path):
     assert (coco_root / "annotations" / "instances_train2017.json").stat().st_mtime_ns == stamp
 
 
+def test_smoke_extra_data_is_crowdhuman_and_citypersons_as_the_readers_see_them(tmp_path):
+    from persondet.formats.citypersons import read_citypersons
+    from persondet.formats.crowdhuman import read_crowdhuman
+
+    bench = _load_bench()
+    citypersons_root, crowdhuman_root = bench.build_extra_data(tmp_path, bench.SMOKE_EXTRA)
+    lines, persons = bench.count_odgt_boxes(crowdhuman_root / "annotation_train.odgt")
+    assert lines == bench.SMOKE_EXTRA["crowdhuman_images"]
+    _, counts = read_crowdhuman(crowdhuman_root, "train", "fbox")
+    assert counts["images_total"] == lines and counts["person_boxes"] == persons > 15 * lines
+    _, counts = read_citypersons(citypersons_root, "train", "all")
+    assert counts["images_total"] == bench.SMOKE_EXTRA["citypersons_images"] and counts["person_boxes"] > 0
+    # the full scale is CrowdHuman's: 15,000 images, about 340,000 person boxes (22.8 expected per image)
+    low, high = bench.FULL_EXTRA["crowdhuman_persons"]
+    assert bench.FULL_EXTRA["crowdhuman_images"] == 15_000
+    assert 330_000 < 15_000 * (low + high) / 2 * 0.95 < 350_000
+    stamp = (crowdhuman_root / "annotation_train.odgt").stat().st_mtime_ns
+    assert bench.build_extra_data(tmp_path, bench.SMOKE_EXTRA) == (citypersons_root, crowdhuman_root)
+    assert (crowdhuman_root / "annotation_train.odgt").stat().st_mtime_ns == stamp
+
+
 def test_measure_runs_the_coco_load_in_a_fresh_process(tmp_path):
     bench = _load_bench()
     coco_root, _ = bench.build_data(tmp_path, bench.SMOKE)
@@ -66,6 +87,11 @@ def test_smoke_run_writes_ratios_headers_and_the_comparison(tmp_path, monkeypatc
     assert headers and int(headers.group(1)) == bench.SMOKE["coco_person_images"] + bench.SMOKE["cuhk_images"]
     assert "| before | 20.6 | 15.2 | - | 760 | 0.74x | - | 0.26x |" in text and "| now |" in text
     assert "**Goal** (issue 15" in text
+    four = re.search(r"\| ratio coco\+cuhk\+citypersons\+crowdhuman / anchor \| (\d+\.\d+)x \| (\d+\.\d+)x \|  \| "
+                     r"(\d+\.\d+)x \|", text)
+    assert four and all(float(v) > 0 for v in four.groups()), text
+    assert re.search(r"\*\*Goal\*\* \(issue 13: .*\): (met|NOT met) \(time ratio " + four.group(1), text)
+    assert f"CrowdHuman {bench.SMOKE_EXTRA['crowdhuman_images']} train images" in text
 
 
 def test_compare_refuses_a_page_of_another_benchmark(tmp_path):

@@ -98,3 +98,39 @@ def test_the_image_path_rule(tmp_path):
     with pytest.raises(PersondetError, match=r"image 4 file_name 'kitti/x.jpg': no root recorded for source 'kitti'"):
         image_path({"id": 4, "file_name": "kitti/x.jpg"}, roots)
     assert isinstance(image_path({"file_name": "x.jpg"}, None), Path)
+
+
+def test_every_source_is_wired_the_way_docs_data_adding_a_dataset_says():
+    """docs/DATA.md "Adding a dataset": a pure reader module and a demo generator per new source, its root in
+    prepare and main (config and MLproject), the registry's reader keywords matching the reader."""
+    import inspect
+    import subprocess
+    import sys
+
+    import yaml
+
+    from persondet import synth
+    from persondet.config import MainConfig
+
+    root = Path(__file__).resolve().parents[1]
+    guide = (root / "docs" / "DATA.md").read_text()
+    assert "## Adding a dataset" in guide
+    project = yaml.safe_load((root / "MLproject").read_text())["entry_points"]
+    for source in SOURCES.values():
+        assert source.root_param in MainConfig.__dataclass_fields__, source.name
+        for entry in ("prepare", "main"):
+            assert source.root_param in project[entry]["parameters"], (entry, source.name)
+            assert f"{{{source.root_param}}}" in project[entry]["command"], (entry, source.name)
+        assert f"`{source.root_param}`" in guide
+    for name in ("citypersons", "crowdhuman"):
+        module = f"persondet.formats.{name}"
+        reader = getattr(__import__(module, fromlist=["x"]), f"read_{name}")
+        params = list(inspect.signature(reader).parameters.values())[1:]
+        keywords = [SOURCES[name].keyword(o) for o in SOURCES[name].options]
+        assert [p.name for p in params[:len(keywords)]] == keywords  # the rest are the reader's own, defaulted
+        assert all(p.default is not inspect.Parameter.empty for p in params[len(keywords):]), name
+        assert callable(getattr(synth, f"write_{name}")) and name in synth.EXTRA_SOURCES
+        # pure: importing the reader pulls in neither torch nor mlflow
+        code = f"import sys, {module}; print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+        assert out.stdout.strip() == "[]", (name, out.stdout)

@@ -73,6 +73,45 @@ def test_main_config_bad_values():
         MainConfig(batch_sizes="8,x")
 
 
+def test_main_digests_each_source_root_it_is_given_of_four(tmp_path):
+    """main's citypersons_root/crowdhuman_root key the prepare runs it re-uses: a changed CrowdHuman file
+    changes the crowdhuman digest only; a source no mix names is not read."""
+    import prepare_fixtures as fx
+    from persondet.pipeline import source_digests
+
+    roots = {"coco_root": str(fx.make_coco_tree(tmp_path / "coco")), "cuhk_root": str(fx.make_cuhk_tree(tmp_path / "cuhk")),
+             "citypersons_root": str(fx.make_citypersons_tree(tmp_path / "citypersons")),
+             "crowdhuman_root": str(fx.make_crowdhuman_tree(tmp_path / "crowdhuman"))}
+    config = MainConfig.from_strings({**roots, "mixes": "coco,crowdhuman+citypersons+cuhk+coco"})
+    first = source_digests(config)
+    assert list(first) == ["coco", "cuhk", "citypersons", "crowdhuman"] and len(set(first.values())) == 4
+    odgt = tmp_path / "crowdhuman" / "annotation_train.odgt"
+    odgt.write_text(odgt.read_text().replace('"fbox": [-6', '"fbox": [-5'))
+    second = source_digests(config)
+    assert second["crowdhuman"] != first["crowdhuman"]
+    assert {k: v for k, v in second.items() if k != "crowdhuman"} == {k: v for k, v in first.items() if k != "crowdhuman"}
+    only = MainConfig.from_strings({**roots, "citypersons_root": "/no/such/dir", "mixes": "coco+crowdhuman"})
+    assert list(source_digests(only)) == ["coco", "crowdhuman"]
+
+
+def test_main_with_a_missing_new_source_root_is_one_line_exit_2_and_no_step(store, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("PERSONDET_DEMO_HOME", str(store / "demo"))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "entrypoints" / "main.py"),
+                           "--mixes", "coco+cuhk,coco+cuhk+citypersons+crowdhuman", "--crowdhuman-root",
+                           str(store / "no-such-root"), "--experiment", "study"],
+                          cwd=store, capture_output=True, text=True, timeout=300)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("persondet: error: crowdhuman_root=") and "no-such-root" in err and "no such directory" in err
+    assert not (store / "demo").exists()  # stopped before any demo data was written
+    import mlflow
+
+    assert mlflow.MlflowClient().get_experiment_by_name("study") is None  # no main run, no step run
+
+
 def _counts():
     return {ep: len(search_runs("study", ep)) for ep in ENTRY_POINTS}
 

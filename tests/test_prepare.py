@@ -441,50 +441,21 @@ def test_full_disk_while_writing_is_one_line_and_leaves_nothing(tmp_path, tracki
 
 
 # ------------------------------------------------------------------------------- mlflow run on demo data
-def _independent_counts(coco_root: Path, cuhk_root: Path) -> dict:
-    """Counted straight from the demo files with json, scipy and PIL, not with persondet's readers."""
-    import scipy.io
-    from PIL import Image
-
-    data = json.loads((coco_root / "annotations" / "instances_train2017.json").read_text())
-    person = next(c["id"] for c in data["categories"] if c["name"] == "person")
-    sizes = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
-    anns = [a for a in data["annotations"] if a["category_id"] == person]
-    rel = [a["bbox"][2] * a["bbox"][3] / (sizes[a["image_id"]][0] * sizes[a["image_id"]][1])
-           for a in anns if not a["iscrowd"]]
-    coco = {"images": len({a["image_id"] for a in anns}), "objects": len(rel), "avg_rel_size": float(np.mean(rel))}
-
-    img = scipy.io.loadmat(cuhk_root / "annotation" / "Images.mat")["Img"][0]
-    rel, n_images = [], 0
-    for entry in img:
-        name = str(entry["imname"].item() if entry["imname"].size == 1 else entry["imname"][0])
-        with Image.open(cuhk_root / "Image" / "SSM" / name) as im:
-            width, height = im.size
-        kept = 0
-        for box in entry["box"].reshape(-1):
-            loc = np.asarray(box["idlocate"], dtype=np.int64).reshape(-1)
-            if loc.size != 4 or loc[2] <= 0 or loc[3] <= 0:
-                continue
-            x1, y1 = max(loc[0], 0), max(loc[1], 0)
-            x2, y2 = min(loc[0] + loc[2], width), min(loc[1] + loc[3], height)
-            if x2 > x1 and y2 > y1:
-                rel.append((x2 - x1) * (y2 - y1) / (width * height))
-                kept += 1
-        n_images += kept > 0
-    cuhk = {"images": n_images, "objects": len(rel), "avg_rel_size": float(np.mean(rel))}
-    return {"coco": coco, "cuhk": cuhk}
+FOUR = "coco+cuhk+citypersons+crowdhuman"
 
 
 @pytest.mark.slow
-def test_mlflow_run_prepare_on_demo_data(tmp_path, tracking):
+def test_mlflow_run_prepare_of_four_sources_on_demo_data(tmp_path, tracking):
+    """`mlflow run . -e prepare -P mix=coco+cuhk+citypersons+crowdhuman` on the demo data in the real layouts
+    (the CityPersons and CrowdHuman copies generated on first use), counted independently per source."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
            "PERSONDET_DEMO_HOME": str(tmp_path / "demo"), "MLFLOW_EXPERIMENT_NAME": "prepare-test"}
     env.pop("MLFLOW_EXPERIMENT_ID", None)
     env.pop("MLFLOW_RUN_ID", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", ".", "-e", "prepare",
-                           "--env-manager", "local"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                           "--env-manager", "local", "-P", f"mix={FOUR}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     experiment = tracking.get_experiment_by_name("prepare-test")
     (run,) = tracking.search_runs([experiment.experiment_id])
@@ -493,12 +464,17 @@ def test_mlflow_run_prepare_on_demo_data(tmp_path, tracking):
                                                         str(tmp_path / "dl"))).read_text())
     from persondet.synth import ensure_demo_data
 
-    demo = ensure_demo_data(0)  # the tree the run generated, reused
-    expected = _independent_counts(Path(demo.coco_root), Path(demo.cuhk_root))
-    for source in ("coco", "cuhk"):
-        assert stats[source]["images"] == expected[source]["images"]
-        assert stats[source]["objects"] == expected[source]["objects"]
-        assert stats[source]["avg_rel_size"] == pytest.approx(expected[source]["avg_rel_size"], rel=1e-9)
-    assert stats["merged"]["objects"] == expected["coco"]["objects"] + expected["cuhk"]["objects"]
-    assert run.data.metrics["merged/images"] == expected["coco"]["images"] + expected["cuhk"]["images"]
-    assert run.data.tags["dataset_mix"] == "coco+cuhk"
+    demo = ensure_demo_data(0, extra_sources=("citypersons", "crowdhuman"))  # the tree the run generated, reused
+    roots = {name: getattr(demo, f"{name}_root") for name in FOUR.split("+")}
+    expected = fx.independent_counts(roots)
+    for source, counted in expected.items():
+        assert counted["objects"] > 0
+        assert {k: stats[source][k] for k in ("images", "objects", "ignore_regions")} == {
+            k: counted[k] for k in ("images", "objects", "ignore_regions")}, source
+        assert stats[source]["avg_rel_size"] == pytest.approx(counted["avg_rel_size"], rel=1e-9)
+    assert expected["citypersons"]["ignore_regions"] > 0 and expected["crowdhuman"]["ignore_regions"] > 0
+    assert stats["merged"]["objects"] == sum(c["objects"] for c in expected.values())
+    assert run.data.metrics["merged/images"] == sum(c["images"] for c in expected.values())
+    assert run.data.tags["dataset_mix"] == FOUR and run.data.params["mix"] == FOUR
+    artifacts = {a.path for a in tracking.list_artifacts(run.info.run_id, "prepared/checks")}
+    assert {f"prepared/checks/{name}_0.jpg" for name in roots} <= artifacts

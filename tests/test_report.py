@@ -88,3 +88,30 @@ def test_report_rebuilds_the_study(tmp_path, monkeypatch):
     artifacts = {a.path for a in client.list_artifacts(result["run_id"], "report")}
     assert {"report/report.html", "report/time_per_batch.png", "report/tables.md"} <= artifacts
     assert client.get_run(result["run_id"]).data.tags["persondet.entry_point"] == "report"
+
+
+def test_dataset_table_names_the_new_sources_with_their_settings(tmp_path, monkeypatch):
+    """A row per source, named with its reader settings where they are not the defaults, newest run first."""
+    import mlflow
+
+    from persondet.report import dataset_label, datasets_table
+    from persondet.tracking.search import search_runs
+
+    assert dataset_label("citypersons", {"citypersons_split": "train", "citypersons_subset": "all"}) == "citypersons"
+    assert dataset_label("crowdhuman", {"crowdhuman_split": "val", "crowdhuman_box": "vbox"}) == "crowdhuman (val, vbox)"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_experiment("persondet")
+    stats = {"citypersons": {"images": 7, "objects": 40, "avg_rel_size": 0.004},
+             "crowdhuman": {"images": 9, "objects": 200, "avg_rel_size": 0.02},
+             "merged": {"images": 16, "objects": 240, "avg_rel_size": 0.0173}}
+    for subset, box in (("all", "fbox"), ("reasonable", "vbox")):
+        with mlflow.start_run(tags={"persondet.entry_point": "prepare"}):
+            mlflow.log_params({"mix": "crowdhuman+citypersons", "citypersons_split": "train",
+                               "citypersons_subset": subset, "crowdhuman_split": "train", "crowdhuman_box": box})
+            (tmp_path / "stats.json").write_text(json.dumps(stats))
+            mlflow.log_artifact(str(tmp_path / "stats.json"), "prepared")
+    table = datasets_table(search_runs("persondet", "prepare"), str(tmp_path / "dl"))
+    assert table[1:] == [["citypersons (reasonable)", "7", "40", "0.0040"], ["citypersons", "7", "40", "0.0040"],
+                         ["crowdhuman (vbox)", "9", "200", "0.0200"], ["crowdhuman", "9", "200", "0.0200"],
+                         ["citypersons+crowdhuman", "16", "240", "0.0173"]]  # by source, newest run first
