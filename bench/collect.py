@@ -18,6 +18,7 @@ ORDER = [
     ("gpu_train_throughput", "bench/gpu_train_throughput.py", "one NVIDIA GPU (H100/H200), about 5 minutes"),
     ("data_loading", "bench/data_loading.py", "CPU"),
     ("evaluation", "bench/evaluation.py", "CPU"),
+    ("evaluation_correctness", "bench/evaluation_correctness.py", "CPU + ../shared/data (real CityPersons)"),
     ("tracking_overhead", "bench/tracking_overhead.py", "CPU"),
     ("prepare_scale", "bench/prepare_scale.py", "CPU"),
     ("auth_throughput", "bench/auth_throughput.py", "CPU + PostgreSQL server binaries"),
@@ -36,6 +37,7 @@ runs it at toy size to prove it works (tests/test_bench_smoke.py does that in CI
 | GPU training throughput | `bench/gpu_train_throughput.py` | one NVIDIA GPU | plain fp32 loop in the style of torchvision's detection reference recipe |
 | Data loading | `bench/data_loading.py` | CPU | the reference recipe's CPU input work (PIL decode, float conversion, flip) |
 | Evaluation | `bench/evaluation.py` | CPU | pycocotools COCOeval |
+| Evaluation correctness | `bench/evaluation_correctness.py` | CPU + ../shared/data | `evaluate` before: padded batches, ignore as persons, pycocotools |
 | Tracking overhead | `bench/tracking_overhead.py` | CPU + a local `mlflow server` | the same training loop with logging off |
 | Prepare at full scale | `bench/prepare_scale.py` | CPU | see its page |
 | Authenticated throughput | `bench/auth_throughput.py` | CPU + PostgreSQL binaries | the same server without MLflow's credential cache |

@@ -98,7 +98,10 @@ def persondet_train(json_path: Path, batch_size: int, iters: int, device: str, d
                          amp=amp, channels_last=True, decode=decode, workers=workers,
                          # Images decoded on the GPU are already there: nothing to pin.
                          pin_memory=decode != "torchvision-cuda",
-                         min_size=min_size, max_size=max_size, register=False, device=device)
+                         min_size=min_size, max_size=max_size, register=False, device=device,
+                         # random initialisation, as the anchor: speed does not depend on it, and a GPU
+                         # machine without a network cannot download the ImageNet file (weights_backbone=auto)
+                         weights_backbone="none")
     return float(train(config)["images_per_s"])
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 from persondet.configbase import ConfigBase, ConfigError, require, setting
 from persondet.datasets import (CITYPERSONS_SPLITS, CITYPERSONS_SUBSETS, CROWDHUMAN_BOXES, CROWDHUMAN_SPLITS,
                                 CUHK_SPLITS, mix_problem)
+from persondet.metrics import BACKENDS, DEFAULT_BACKEND
 from persondet.model_names import MODEL_CHOICES, REGISTERED_MODEL
 from persondet.server import redact
 
@@ -71,6 +72,11 @@ AMP_MODES = ("none", "bf16", "fp16")
 DECODERS = ("pil", "torchvision", "torchvision-cuda")
 DEVICES = ("auto", "cpu", "cuda")
 _AUTO_MODEL = "auto = fasterrcnn_resnet50_fpn on a GPU, small (a light CPU model for demos and tests) on CPU"
+_WEIGHTS_BACKBONE = ("initial backbone weights: auto = imagenet for the torchvision models, none for small; "
+                     "imagenet (torchvision's ImageNet weights, downloaded once into torch's hub cache, "
+                     "$TORCH_HOME/hub/checkpoints), none (random initialisation) or a local state-dict file of the "
+                     "classification backbone (the same network as imagenet: frozen first stages, "
+                     "FrozenBatchNorm)")
 
 
 def parse_source_weights(text: str) -> dict[str, float]:
@@ -102,9 +108,12 @@ class TrainConfig(ConfigBase):
                         "json path", required=True)
     model: Literal[MODEL_CHOICES] = setting("auto", f"the detector; {_AUTO_MODEL}; logged as typed, the "
                                            "model built as model_resolved")
-    weights_backbone: str = setting("none", "initial backbone weights: none, imagenet (torchvision's ImageNet "
-                                    "weights; needs a network or the file in torch's hub cache) or a local "
-                                    "state-dict file of the classification backbone")
+    weights_backbone: str = setting("auto", _WEIGHTS_BACKBONE + "; logged as typed, the one used as "
+                                    "weights_backbone_resolved")
+    init: str = setting("", "start from a whole earlier detector, e.g. to fine-tune the champion on new data: a "
+                        "logged model (runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>) "
+                        "or a detector's state-dict file, read as weights only; model auto becomes its model; "
+                        "empty: the detector starts from weights_backbone")
     batch_size: int = setting(8, "global batch: images per iteration over all processes together, divisible "
                               "by nproc x nnodes (each process gets its share); the auto lr scales with it")
     epochs: int = setting(12, "passes over the data; the lr drops x0.1 at epochs 8 and 11 of 12 (the 1x "
@@ -178,6 +187,8 @@ class TrainConfig(ConfigBase):
                 "val_annotations and val_images go together: give both or neither")
         require(self.decode != "torchvision-cuda" or self.workers == 0,
                 "decode=torchvision-cuda decodes in the training process: set workers=0")
+        require(not (self.init and self.resume), "init and resume do not go together: resume continues a "
+                "training from its checkpoint, init starts a new one from a detector's weights")
         parse_source_weights(self.source_weights)
 
     @property
@@ -188,13 +199,16 @@ class TrainConfig(ConfigBase):
 
 @dataclass(frozen=True)
 class EvaluateConfig(ConfigBase):
-    """Evaluate a model on a COCO-format test set: COCO metrics of the person category, AP50 first, on an
-    evaluation run, also logged to the model's training run as <test_name>/AP50 ...; detections, the
-    precision-recall curve and example images as artifacts; test images found in the training set are
-    reported as data leakage."""
+    """Evaluate a model (or score a COCO results file) on a COCO-format test set: COCO metrics of the person
+    category, AP50 first, ignore regions neither hits nor misses, on an evaluation run, also logged to the
+    model's training run as <test_name>/AP50 ...; detections, the precision-recall curve and example images
+    as artifacts; test images found in the training set are reported as data leakage."""
 
     model_uri: str = setting("", "the model: runs:/<run_id>/model, models:/<name>/<version> or "
-                             "models:/<name>@<alias>", required=True)
+                             "models:/<name>@<alias>; give it or detections")
+    detections: str = setting("", "instead of model_uri: a COCO results file (a JSON list of image_id, "
+                              "category_id, bbox [x, y, w, h], score) of a detector trained elsewhere, scored "
+                              "the same way; the images are then not needed")
     test_annotations: str = setting("", "a COCO-format annotation file; empty: the built-in demo in-house "
                                     "test set")
     test_images: str = setting("", "the images' folder (file_name may hold sub-folders); empty: the "
@@ -204,7 +218,14 @@ class EvaluateConfig(ConfigBase):
                              "(inhouse/annotations.json -> inhouse)")
     person_category: str = setting("person", "the person category: its name (case-insensitive) or its "
                                    "integer id")
-    batch_size: int = setting(4, "images per inference batch")
+    batch_size: int = setting(4, "images per inference batch (only images the model resizes to one shape "
+                              "share a batch, so the metrics do not depend on it)")
+    device: Literal[DEVICES] = setting("auto", "where the model runs; auto = cuda when available, else cpu; "
+                                       "the device used is logged as device_resolved")
+    workers: int = setting(2, "DataLoader processes decoding the test images (0: in the evaluating process)")
+    coco_backend: Literal[BACKENDS] = setting(DEFAULT_BACKEND, "the COCOeval implementation: "
+                                              "faster-coco-eval (the same 12 numbers, faster) or pycocotools "
+                                              "(the reference)")
     examples: int = setting(4, "test images drawn with ground truth (green) and detections (red) under "
                             "evaluation/examples/")
     demo_seed: int = setting(0, "seed of the built-in demo data (used when test_annotations is empty)")
@@ -212,7 +233,10 @@ class EvaluateConfig(ConfigBase):
                                         "model's training run, so the MLflow UI compares training runs")
 
     def validate(self) -> None:
+        require(bool(self.model_uri.strip()) != bool(self.detections.strip()),
+                "give model_uri (a logged model) or detections (a COCO results file), one of them")
         require(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        require(self.workers >= 0, f"workers={self.workers} must be >= 0")
         require(self.examples >= 0, f"examples={self.examples} must be >= 0")
         require(bool(str(self.person_category).strip()), "person_category must be a name or an id")
 
@@ -270,15 +294,32 @@ class MainConfig(ConfigBase):
     test_annotations: str = setting("", "the in-house COCO-format test set; empty: the built-in demo "
                                     "in-house set")
     test_images: str = setting("", "its image folder; empty: the annotation file's folder")
+    person_category: str = setting("person", "the test set's person category: its name (case-insensitive) or "
+                                   "integer id; the demo in-house set's is pedestrian")
     batch_sizes: tuple[int, ...] = setting((8, 16), "global batch sizes; each mix is trained at each")
     epochs: int | None = setting(None, "training epochs; auto = the demo setting (pipeline.DEMO_TRAIN) on the "
                                  "demo data, else train's default")
     model: Literal[MODEL_CHOICES] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
+    weights_backbone: str = setting("auto", _WEIGHTS_BACKBONE + "; checked (and downloaded) before the first "
+                                    "step, passed to every training resolved")
+    init: str = setting("", "every training starts from this detector (a logged model URI or a state-dict file, "
+                        "as train's init); empty: from weights_backbone")
     mixes: tuple[str, ...] = setting(DEFAULT_MIXES, "the dataset mixes prepared and trained (each like prepare's "
                                     "mix)")
     experiment: str = setting("persondet", "the MLflow experiment of the study's runs")
     max_iters_per_epoch: int | None = setting(None, "cap on iterations per training epoch; auto = the demo "
                                               "setting (pipeline.DEMO_TRAIN) on the demo data, else no cap")
+    device: Literal[DEVICES] = setting("auto", "where trainings and evaluations run; auto = cuda when "
+                                       "available, else cpu")
+    amp: Literal[AMP_MODES] = setting("none", "mixed precision of the trainings (as train's amp)")
+    nproc: int = setting(1, "processes (GPUs) per training (as train's nproc); every batch size must be "
+                         "divisible by it")
+    min_size: int | None = setting(None, "training and evaluation input: shorter side in pixels; auto = the "
+                                   "demo setting on the demo data, else the model's default")
+    max_size: int | None = setting(None, "longest side in pixels after resizing; auto = the demo setting on the "
+                                   "demo data, else the model's default")
+    workers: int | None = setting(None, "DataLoader processes per training and evaluation; auto = the demo "
+                                  "setting (0) on the demo data, else train's default")
 
     def validate(self) -> None:
         require(bool(self.mixes), "mixes must name at least one mix")
@@ -289,6 +330,9 @@ class MainConfig(ConfigBase):
         require(self.epochs is None or self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
         require(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
                 f"max_iters_per_epoch={self.max_iters_per_epoch} must be >= 1")
+        require(bool(str(self.person_category).strip()), "person_category must be a name or an id")
+        require(self.nproc >= 1, f"nproc={self.nproc} must be >= 1")
+        require(self.workers is None or self.workers >= 0, f"workers={self.workers} must be >= 0")
 
     def mix_list(self) -> list[str]:
         return list(self.mixes)
@@ -314,6 +358,7 @@ class TuneConfig(ConfigBase):
                                    "val set")
     val_images: str = setting("", "the image folder of val_annotations")
     model: Literal[MODEL_CHOICES] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
+    weights_backbone: str = setting("auto", _WEIGHTS_BACKBONE)
     epochs: int = setting(3, "epochs per trial")
     max_iters_per_epoch: int | None = setting(None, "end each epoch after this many iterations; none = the "
                                               "whole epoch", none="none")

@@ -57,6 +57,7 @@ class Source:
     options: tuple[str, ...]  # the prepare settings its reader takes, by name
     reader: Callable[..., tuple[Any, dict]]  # reader(root, **options) -> (SourceSet, counts)
     demo_root: Callable[[int], Path]  # demo_root(seed): the root of its demo copy (generated once)
+    check: Callable[..., None] | None = None  # check(root, **options): a cheap look at the layout, or None
 
     def read(self, root: Path, settings: Any) -> tuple[Any, dict]:
         """Read this source from ``root``, its options taken from ``settings`` (a PrepareConfig): the
@@ -69,6 +70,14 @@ class Source:
         if not setting.startswith(prefix):
             raise ValueError(f"source {self.name!r}: setting {setting!r} must start with {prefix!r}")
         return setting[len(prefix):]
+
+    def check_root(self, root: Path, settings: Any) -> None:
+        """Before a study starts (``main``): ``root`` is a folder and, in seconds, holds this source's layout
+        (annotation files present, their headers readable); the full read is ``prepare``'s."""
+        if not root.is_dir():
+            raise PersondetError(f"{self.root_param}={str(root)!r}: folder not found")
+        if self.check is not None:
+            self.check(root, **{self.keyword(name): getattr(settings, name) for name in self.options})
 
 
 SOURCES: dict[str, Source] = {}
@@ -103,13 +112,15 @@ def _demo(attribute: str, extra: bool = False) -> Callable[[int], Path]:
 
 
 register(Source("coco", "coco_root", ("coco_split",), _imported("persondet.prepare", "read_coco_source"),
-                _demo("coco_root")))
+                _demo("coco_root"), _imported("persondet.prepare", "check_coco_root")))
 register(Source("cuhk", "cuhk_root", ("cuhk_split",), _imported("persondet.prepare", "read_cuhk_source"),
-                _demo("cuhk_root")))
+                _demo("cuhk_root"), _imported("persondet.prepare", "check_cuhk_root")))
 register(Source("citypersons", "citypersons_root", ("citypersons_split", "citypersons_subset"),
-                _imported("persondet.formats.citypersons", "read_citypersons"), _demo("citypersons_root", True)))
+                _imported("persondet.formats.citypersons", "read_citypersons"), _demo("citypersons_root", True),
+                _imported("persondet.formats.citypersons", "check_root")))
 register(Source("crowdhuman", "crowdhuman_root", ("crowdhuman_split", "crowdhuman_box"),
-                _imported("persondet.formats.crowdhuman", "read_crowdhuman"), _demo("crowdhuman_root", True)))
+                _imported("persondet.formats.crowdhuman", "read_crowdhuman"), _demo("crowdhuman_root", True),
+                _imported("persondet.formats.crowdhuman", "check_root")))
 
 
 # ------------------------------------------------------------------------------------------------- mixes
@@ -182,16 +193,21 @@ def person_category_id(categories: Sequence[Any], wanted: str | int = "person", 
 
 
 # ------------------------------------------------------------------------------------------- person boxes
-def is_person_box(annotation: Mapping[str, Any]) -> bool:
-    """A box around one person (a training box, an ``object`` in the statistics): neither a crowd region
-    (``iscrowd: 1``) nor an ignore region (``ignore: 1``, or ``extra.ignore: 1`` as CrowdHuman-style files
-    nest it)."""
-    if annotation.get("iscrowd", 0) or annotation.get("ignore", 0):
-        return False
+def is_ignore_region(annotation: Mapping[str, Any]) -> bool:
+    """A region that must not be scored or learnt: ``ignore: 1`` (CityPersons' convention), or
+    ``extra.ignore: 1`` as CrowdHuman-style files nest it."""
     extra = annotation.get("extra")
-    if not extra:  # the common case, decided without an isinstance check (typing's is slow: 1.5M calls at scale)
+    if annotation.get("ignore", 0):
         return True
-    return not (isinstance(extra, abc.Mapping) and extra.get("ignore", 0))
+    if not extra:  # the common case, decided without an isinstance check (typing's is slow: 1.5M calls at scale)
+        return False
+    return isinstance(extra, abc.Mapping) and bool(extra.get("ignore", 0))
+
+
+def is_person_box(annotation: Mapping[str, Any]) -> bool:
+    """A box around one person (a training box, an ``object`` in the statistics and in evaluation): neither
+    a crowd region (``iscrowd: 1``) nor an ignore region (``is_ignore_region``)."""
+    return not annotation.get("iscrowd", 0) and not is_ignore_region(annotation)
 
 
 # ---------------------------------------------------------------------------------------------- image paths

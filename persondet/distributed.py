@@ -40,3 +40,26 @@ def is_distributed() -> bool:
 def is_main_process() -> bool:
     """True on global rank 0, and in a plain single process."""
     return get_rank() == 0
+
+
+def device_for(want: str):
+    """The torch device of a ``device`` setting (auto, cpu, cuda): auto is CUDA when one is visible; this
+    process's GPU is LOCAL_RANK's (torchrun sets it; 0 otherwise)."""
+    import torch
+
+    from persondet.errors import PersondetError
+
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            raise PersondetError("device=cuda but no CUDA device is visible (torch.cuda.is_available() is False)")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def device_name(device) -> str:
+    """What a run logs as the device it ran on: ``cpu`` or the GPU's name."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

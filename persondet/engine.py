@@ -162,26 +162,13 @@ def train_one_epoch(model, optimizer, data_loader, device: torch.device, epoch: 
     return stats
 
 
-@torch.no_grad()
-def predict_coco(detector, dataset, device: torch.device, batch_size: int = 4,
-                 category_id: int = 1) -> list[dict]:
-    """COCO result dicts for every image of a ``PersonDataset`` (in eval mode, no flip)."""
-    detector.eval()
-    results = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        images = [img.to(device).float().div_(255.0) for img, _ in items]
-        for (_, target), out in zip(items, detector(images)):
-            for box, score in zip(out["boxes"].tolist(), out["scores"].tolist()):
-                x1, y1, x2, y2 = box
-                results.append({"image_id": target["image_id"], "category_id": category_id,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
-    return results
-
-
-def evaluate_ap(detector, dataset, device: torch.device, batch_size: int = 4) -> dict[str, float]:
-    """COCO metrics (AP50 first) of ``detector`` on a ``PersonDataset`` (its person category)."""
+def validate(detector, dataset, device: torch.device, batch_size: int = 4, workers: int = 0) -> dict | None:
+    """COCO metrics (AP50 first) of ``detector`` on a ``PersonDataset`` (its person category): every rank
+    infers its shard through the one inference path (``inference.run_validation``) and global rank 0
+    scores them all; None on the other ranks."""
+    from persondet.inference import ImageFiles, run_validation
     from persondet.metrics import coco_metrics
 
-    detections = predict_coco(detector, dataset, device, batch_size, dataset.category_id)
-    return coco_metrics(dataset.dataset, detections, dataset.category_id)
+    return run_validation(detector, ImageFiles.of_dataset(dataset), device, batch_size, dataset.category_id,
+                          lambda detections: coco_metrics(dataset.dataset, detections, dataset.category_id),
+                          workers=workers)

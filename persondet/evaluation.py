@@ -1,9 +1,12 @@
 """The ``evaluate`` step: a logged model on any COCO-format test set, COCO metrics with AP50 first.
 
-Logs an evaluation run (metrics, COCO results file, precision-recall curve at IoU 0.5, example images)
-and adds ``<test_name>/AP50`` ..., the test set digest and the evaluation run's id to the model's training
-run (``evaluate`` is the one writer of those), so the MLflow UI compares training runs directly and
-``report`` finds the logged detections.  A leakage guard flags test images that were also training images.
+The model runs through ``inference.predict`` (on CUDA when there is one; the result does not depend on the
+batch size); a detector trained elsewhere is scored from its COCO results file (``detections``, read by
+``results.read_detections``; the images are then not needed).  Ignore regions are neither hits nor misses
+(``metrics``).  Logs an evaluation run (metrics, COCO results file, the test set's statistics,
+precision-recall curve at IoU 0.5, example images) and adds ``<test_name>/AP50`` ..., the test set digest
+and the evaluation run's id to the model's training run (``evaluate`` is the one writer of those), so the
+MLflow UI compares training runs directly and ``report`` finds the logged detections.  A leakage guard flags test images that were also training images.
 """
 
 from __future__ import annotations
@@ -14,19 +17,21 @@ import os
 import re
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from persondet.config import EvaluateConfig
-from persondet.datasets import image_path, person_category_id, recorded_roots
+from persondet.datasets import image_path, is_person_box, person_category_id, recorded_roots
 from persondet.errors import PersondetError
 from persondet.formats.cocosets import check_coco_set
 from persondet.formats.imagesize import ImageHeaderError, image_size
-from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50
+from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50, region_counts
 from persondet.tracking import RunHandle, open_run
 from persondet.tracking.models import load_detector
 from persondet.tracking.registry import training_run_of
+from persondet.results import read_detections
 from persondet.tracking.search import download_artifact, get_run
 
 GENERIC_STEMS = {"annotations", "annotation", "test", "gt", "labels", "instances", "val", "data"}
@@ -45,6 +50,7 @@ class TestSet:
     listing_digest: str  # the annotation file's bytes and each image's name and size: cheap, for caches
     digest: str = ""  # the annotation file's bytes and each image's bytes: what identifies the test set
     file_hashes: dict[int, str] = field(default_factory=dict)
+    images_present: bool = True  # False only when asked not to need them (a results file is scored)
 
 
 def _sha1(path: Path) -> str:
@@ -67,15 +73,16 @@ def sanitize_name(name: str) -> str:
 
 
 def load_test_set(annotations: str, images: str = "", person_category: str = "person",
-                  name: str = "", digest: bool = True) -> TestSet:
+                  name: str = "", digest: bool = True, need_images: bool = True) -> TestSet:
     """Read a COCO json, check it (``formats.cocosets``: ids, image references, boxes; at least one person
-    annotation; no file name leaving its folder; no missing or empty image), resolve the person category
-    and every image file; one-line errors otherwise.
+    annotation; no file name leaving its folder; no missing, empty or unreadable image unless
+    ``need_images`` is False), resolve the person category and every image file; one-line errors otherwise.
 
     Image files are ``images / file_name`` (default ``images``: the json's folder).  A prepared set
     (a json with the ``persondet`` key) resolves files through its recorded roots.  ``digest=False``
     skips hashing every image (``digest`` and ``file_hashes`` stay empty), for callers that only draw or
-    need only the cheap ``listing_digest``.
+    need only the cheap ``listing_digest``.  ``need_images=False`` (scoring a results file) accepts
+    missing images: then ``images_present`` is False and the digest covers the annotation file only.
     """
     path = Path(annotations).expanduser().resolve()
     if not path.is_file():
@@ -116,15 +123,17 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
         else:
             listing.update(f"{image['id']}:{file.name}:{size}".encode())
         image_paths[image["id"]] = file
-    if missing:
+    if missing and need_images:
         raise PersondetError(f"{len(missing)} of {len(image_paths)} test images are missing, "
                              f"e.g. {missing[0]!r} (test_images={str(base)!r})")
-    if unreadable:
+    if unreadable and need_images:
         raise PersondetError(f"{path}: {len(unreadable)} of {len(image_paths)} test images are empty or "
                              f"unreadable, e.g. {unreadable[0]}")
     test_set = TestSet(path, dataset, category_id, image_paths, name or default_test_name(path),
-                       listing.hexdigest()[:16])
-    if digest:
+                       listing.hexdigest()[:16], images_present=not missing)
+    if missing:  # a results file scored without the images: the annotation file identifies the set
+        test_set.digest = hashlib.sha256(raw).hexdigest()[:16] if digest else ""
+    elif digest:
         content = hashlib.sha256(raw)
         for image_id in sorted(image_paths):
             file_hash = _sha1(image_paths[image_id])
@@ -135,52 +144,21 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
 
 
 def _broken_header(file: Path) -> str:
-    """Why a JPEG or PNG file's header cannot be read ('' when it can, or when the file is another format,
-    which PIL decodes later)."""
+    """Why an image file's header cannot be read ('' when it can): JPEG and PNG headers read here, any other
+    format identified by PIL (its header only; nothing is decoded)."""
     try:
         image_size(file)
     except ImageHeaderError as exc:
-        return "" if exc.reason.startswith("not a JPEG or PNG") else exc.reason
+        if not exc.reason.startswith("not a JPEG or PNG"):
+            return exc.reason
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file):
+                return ""
+        except (OSError, UnidentifiedImageError, ValueError):
+            return "neither JPEG nor PNG, and no other image format PIL reads"
     return ""
-
-
-def _read_rgb(path: Path):
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return np.array(img.convert("RGB"))  # a writable copy, as torch.from_numpy wants
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        reason = " ".join(str(exc).replace(repr(str(path)), "it").split())[:120]
-        raise PersondetError(f"{path}: cannot read the test image ({reason})") from None
-
-
-def detect(detector, test_set: TestSet, batch_size: int, label: int = 1) -> list[dict]:
-    """Batched inference with a torchvision detector; COCO result dicts for the person category."""
-    import torch
-    from tqdm import tqdm
-
-    detector.eval()
-    ids = sorted(test_set.image_paths)
-    results: list[dict] = []
-    with torch.inference_mode(), tqdm(total=len(ids), desc="evaluate", unit="img",
-                                      file=sys.stderr, mininterval=1.0) as bar:
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start:start + batch_size]
-            batch = [torch.from_numpy(_read_rgb(test_set.image_paths[i])).permute(2, 0, 1).float() / 255.0
-                     for i in chunk]
-            for image_id, out in zip(chunk, detector(batch)):
-                for box, score, lab in zip(out["boxes"].tolist(), out["scores"].tolist(),
-                                           out["labels"].tolist()):
-                    if lab != label:
-                        continue
-                    x1, y1, x2, y2 = box
-                    results.append({"image_id": image_id, "category_id": test_set.category_id,
-                                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                    "score": round(float(score), 5)})
-            bar.update(len(chunk))
-    return results
 
 
 def draw_example(image_path: Path, gt_boxes: list, detections: list[dict], out_path: Path,
@@ -299,17 +277,48 @@ def _demo_test_set(config: EvaluateConfig) -> tuple[str, str]:
     return str(demo.inhouse_annotations), str(demo.inhouse_images)
 
 
+def test_set_stats(test_set: TestSet) -> dict[str, Any]:
+    """The test set as report's dataset table shows it: images, objects (persons scored), avg_rel_size (mean
+    box area / image area over them), crowd and ignore regions (``metrics.region_counts``)."""
+    size = {im["id"]: (im.get("width") or 0) * (im.get("height") or 0) for im in test_set.dataset["images"]}
+    rel = [ann["bbox"][2] * ann["bbox"][3] / size[ann["image_id"]] for ann in test_set.dataset["annotations"]
+           if ann.get("category_id") == test_set.category_id and is_person_box(ann) and size.get(ann["image_id"])]
+    return {"images": len(test_set.image_paths), **region_counts(test_set.dataset, test_set.category_id),
+            "avg_rel_size": sum(rel) / len(rel) if rel else 0.0}
+
+
+def infer(config: EvaluateConfig, test_set: TestSet) -> tuple[list[dict], dict[str, str]]:
+    """The model's detections on the test set (``inference.predict`` on ``device``) and what to log of it."""
+    from persondet.data import worker_count
+    from persondet.distributed import device_for, device_name
+    from persondet.inference import ImageFiles, predict
+
+    device = device_for(config.device)
+    detector = load_detector(config.model_uri).detector.to(device)  # weights only: tracking.models
+    images = ImageFiles(sorted(test_set.image_paths.items()))
+    detections = predict(detector, images, device, config.batch_size, test_set.category_id,
+                         workers=worker_count(config.workers), desc="evaluate")
+    return detections, {"device_resolved": device_name(device)}
+
+
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Evaluate ``config.model_uri`` on the test set; returns metrics, run ids, digest and leakage."""
+    """Evaluate ``config.model_uri`` (or score the results file ``config.detections``) on the test set;
+    returns metrics, run ids, digest and leakage."""
     annotations, images, person = config.test_annotations, config.test_images, config.person_category
     if not annotations:
         annotations, images = _demo_test_set(config)
         if person == "person":  # the demo in-house set names its person category "pedestrian"
             person = DEMO_PERSON_CATEGORY
     test_set = load_test_set(annotations, images, person, sanitize_name(config.test_name)
-                             if config.test_name else "")
-    detector = load_detector(config.model_uri).detector
-    training_run_id = training_run_of(config.model_uri)
+                             if config.test_name else "", need_images=not config.detections)
+    started = time.perf_counter()
+    if config.detections:
+        detections, other = read_detections(config.detections, test_set.image_paths, test_set.category_id)
+        resolved = {"detections_other_categories": str(other)}
+    else:
+        detections, resolved = infer(config, test_set)
+    inference_s = time.perf_counter() - started
+    training_run_id = training_run_of(config.model_uri) if config.model_uri else None
     training_run = get_run(training_run_id) if training_run_id else None
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -322,18 +331,23 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
                   f"images of {test_set.name!r} are also training images of run {training_run_id}; "
                   "these metrics overstate the model", file=sys.stderr)
 
-        detections = detect(detector, test_set, config.batch_size)
-        stats, evaluator = coco_metrics(test_set.dataset, detections, test_set.category_id, return_eval=True)
+        started = time.perf_counter()
+        stats, evaluator = coco_metrics(test_set.dataset, detections, test_set.category_id, return_eval=True,
+                                        backend=config.coco_backend)
+        scoring_s = time.perf_counter() - started
         headline = {name: stats[name] for name in HEADLINE}
+        described = test_set_stats(test_set)
 
         out = tmpdir / "evaluation"
         (out / "examples").mkdir(parents=True)
         (out / "detections.json").write_text(json.dumps(detections))
+        (out / "test_stats.json").write_text(json.dumps(described, indent=2))
         recall, precision = precision_recall_at_iou50(evaluator)
         _plot_pr(recall, precision, stats["AP50"], out / "pr_curve_iou50.png", test_set.name)
         gt = gt_boxes_by_image(test_set)
         by_image = detections_by_image(detections)
-        for image_id in sorted(test_set.image_paths)[:config.examples]:
+        shown = sorted(test_set.image_paths)[:config.examples] if test_set.images_present else []
+        for image_id in shown:
             draw_example(test_set.image_paths[image_id], gt.get(image_id, []), by_image.get(image_id, []),
                          out / "examples" / f"{image_id}.png")
         (out / "metrics.json").write_text(json.dumps(stats, indent=2))
@@ -348,9 +362,11 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
                           test_images_path=images or str(test_set.annotations_path.parent),
                           test_digest=test_set.digest, training_run_id=training_run_id or "",
                           person_category_id=str(test_set.category_id),
-                          test_images_count=str(len(test_set.image_paths)))
+                          test_images_count=str(len(test_set.image_paths)), **resolved)
             run.log_params(params)
-            run.log_metrics({**headline, "leaked_images": len(leaked)})
+            run.log_metrics({**headline, "leaked_images": len(leaked), "ignore_regions": described["ignore_regions"],
+                             "crowd_regions": described["crowd_regions"], "inference_time_s": inference_s,
+                             "scoring_time_s": scoring_s})
             run.log_artifacts(str(out), "evaluation")
             run_id = run.run_id
 
@@ -360,7 +376,9 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         trained.set_tags({f"{test_set.name}/digest": test_set.digest, f"{test_set.name}/evaluation_run_id": run_id,
                           **({f"{test_set.name}/leakage": "true"} if leaked else {})})
     print(" ".join(f"{k}={v:.4f}" for k, v in headline.items()) + f"  ({test_set.name}, "
-          f"{len(test_set.image_paths)} images, digest {test_set.digest})")
+          f"{len(test_set.image_paths)} images, {described['ignore_regions']} ignore regions, "
+          f"digest {test_set.digest})")
     return {"metrics": headline, "run_id": run_id, "training_run_id": training_run_id,
             "test_name": test_set.name, "test_digest": test_set.digest, "leaked": leaked,
-            "detections": len(detections)}
+            "detections": len(detections), "ignore_regions": described["ignore_regions"],
+            "inference_time_s": inference_s, "scoring_time_s": scoring_s}

@@ -1,9 +1,16 @@
-"""COCO detection metrics for one category (person), computed by pycocotools' COCOeval.
+"""COCO detection metrics for one category (person): COCOeval's protocol, AP50 first.
 
 ``coco_metrics`` is the one function every consumer calls (per-epoch validation in training, the
 ``evaluate`` step, benchmarks).  The numbers are COCOeval's own ``stats`` vector: nothing is re-derived.
-``backend="faster-coco-eval"`` runs the same protocol through faster_coco_eval's C++ ``COCOeval_faster``
-(same numbers, several times faster on large sets: see docs/BENCHMARKS.md); pycocotools stays the default.
+The default backend is faster_coco_eval's C++ ``COCOeval_faster`` (the same 12 numbers as pycocotools on
+real COCO files, crowd and ignore regions included: tests/test_metrics.py; 10x faster at 5,000 images:
+docs/BENCHMARKS.md); ``backend="pycocotools"`` runs the reference implementation.
+
+**Ignore regions.**  Pedestrian sets mark regions that must not be scored with ``ignore: 1`` (CityPersons'
+convention; CrowdHuman conversions nest it as ``extra: {"ignore": 1}``).  COCOeval honours only
+``iscrowd`` (``COCOeval._prepare`` overwrites ``gt["ignore"]`` from it), so an annotation with either flag
+set is given to the evaluator as ``iscrowd=1``: a detection on it is neither a hit nor a false alarm, and
+it is never a miss.
 """
 
 from __future__ import annotations
@@ -12,13 +19,30 @@ import contextlib
 import io
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
+from persondet.datasets import is_ignore_region
 
 # Order and names of COCOeval.stats for iouType="bbox" (pycocotools cocoeval.py, summarize()).
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 HEADLINE = ("AP50", "AP", "AP75", "AP_small", "AP_medium", "AP_large", "AR100")
 BACKENDS = ("pycocotools", "faster-coco-eval")
+DEFAULT_BACKEND = "faster-coco-eval"
+
+
+def region_counts(dataset: Mapping[str, Any], category_id: int) -> dict[str, int]:
+    """Annotations of ``category_id`` scored as objects, and those that are crowd or ignore regions (one
+    flagged both is a crowd region, as ``stats.dataset_stats`` counts it)."""
+    counts = {"objects": 0, "crowd_regions": 0, "ignore_regions": 0}
+    for ann in dataset.get("annotations", []):
+        if ann.get("category_id") != category_id:
+            continue
+        if ann.get("iscrowd", 0):
+            counts["crowd_regions"] += 1
+        elif is_ignore_region(ann):
+            counts["ignore_regions"] += 1
+        else:
+            counts["objects"] += 1
+    return counts
 
 
 def _backend_classes(backend: str):
@@ -49,6 +73,8 @@ def _coco_from_dict(dataset: Mapping[str, Any], coco_cls):
         x, y, w, h = ann["bbox"]
         ann.setdefault("area", float(w) * float(h))  # COCO uses segment area; box area when none given
         ann.setdefault("iscrowd", 0)
+        if is_ignore_region(ann):
+            ann["iscrowd"] = 1  # matched like a crowd region (module docstring)
         anns.append(ann)
     data["annotations"] = anns
     coco.dataset = data
@@ -59,13 +85,14 @@ def _coco_from_dict(dataset: Mapping[str, Any], coco_cls):
 
 def coco_metrics(ground_truth: Mapping[str, Any] | Any, detections: Sequence[Mapping[str, Any]],
                  category_id: int, image_ids: Iterable[int] | None = None,
-                 return_eval: bool = False, backend: str = "pycocotools"):
+                 return_eval: bool = False, backend: str = DEFAULT_BACKEND):
     """COCOeval (bbox) for ``category_id`` over ``image_ids`` (default: every ground-truth image).
 
     ``ground_truth`` is a COCO dict or a COCO object (pycocotools or faster_coco_eval); ``detections``
     are COCO result dicts (image_id, category_id, bbox [x, y, w, h], score).  Returns {name: value} for
     every COCOeval stat; with ``return_eval`` also the COCOeval object (for precision-recall curves).
-    ``backend`` is "pycocotools" (the reference) or "faster-coco-eval" (C++ matching, same results).
+    ``backend`` is "faster-coco-eval" (C++ matching, the default) or "pycocotools" (the reference).
+    Ignore regions count as crowd regions (module docstring); a COCO object is scored as it is.
     """
     coco_cls, COCOeval = _backend_classes(backend)
 
@@ -94,8 +121,10 @@ def coco_metrics(ground_truth: Mapping[str, Any] | Any, detections: Sequence[Map
     return (stats, evaluator) if return_eval else stats
 
 
-def precision_recall_at_iou50(evaluator) -> tuple[np.ndarray, np.ndarray]:
-    """Recall thresholds and interpolated precision at IoU 0.5, all areas, maxDets=100."""
+def precision_recall_at_iou50(evaluator):
+    """(recall thresholds, interpolated precision) at IoU 0.5, all areas, maxDets=100, as numpy arrays."""
+    import numpy as np
+
     iou_index = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))
     area_index = evaluator.params.areaRngLbl.index("all")
     det_index = evaluator.params.maxDets.index(max(evaluator.params.maxDets))

@@ -17,3 +17,15 @@ def resolve_model(model: str, cuda: bool) -> str:
     if model != "auto":
         return model
     return "fasterrcnn_resnet50_fpn" if cuda else "small"
+
+
+WEIGHTS_BACKBONE_WORDS = ("auto", "none", "imagenet")  # or the path of a local state-dict file
+
+
+def resolve_weights_backbone(weights_backbone: str, model: str) -> str:
+    """The backbone initialisation ``weights_backbone`` names for the detector ``model`` (resolved):
+    ``auto`` (or empty) is imagenet for the torchvision models (every published torchvision Faster R-CNN
+    recipe starts from ImageNet weights) and none for the small CPU model; anything else is itself."""
+    if weights_backbone in ("", "auto"):
+        return "none" if model == "small" else "imagenet"
+    return weights_backbone

@@ -124,22 +124,38 @@ def _is_demo(config: MainConfig) -> bool:
     return not any(getattr(config, source.root_param, "") for source in SOURCES.values())
 
 
-def _train_parameters(config: MainConfig, data: str, batch_size: int) -> dict[str, str]:
-    import torch
+@dataclass
+class CheckedInputs:
+    """What ``check_study`` found: the test set, evaluate's test parameters, the model and backbone
+    initialisation every training gets (resolved), and the device."""
 
-    # `auto` is resolved here: `mlflow run` logs the given value, train logs the model it built
-    params = {"data": data, "batch_size": str(batch_size),
-              "model": resolve_model(config.model, cuda=torch.cuda.is_available())}
-    settings = dict(DEMO_TRAIN) if _is_demo(config) else {}
-    if config.epochs is not None:
-        settings["epochs"] = str(config.epochs)
-    if config.max_iters_per_epoch is not None:
-        settings["max_iters_per_epoch"] = str(config.max_iters_per_epoch)
-    declared = declared_parameters("train")
-    for key, value in settings.items():
-        # a setting the train entry point does not declare is passed as an extra --flag
-        params[key if key in declared else key.replace("_", "-")] = value
-    return params
+    test_set: Any
+    test_parameters: dict[str, str]
+    model: str
+    weights_backbone: str
+    device: str
+
+
+def _train_settings(config: MainConfig, checked: CheckedInputs, data: str, batch_size: int) -> dict[str, str]:
+    """The train settings of one training (config field names): the resolved model and backbone
+    initialisation (`mlflow run` logs what it is given: the resolved values are what users compare), the
+    study's settings, and on demo data the demo trainings' (DEMO_TRAIN) where the study leaves them auto."""
+    settings = {"data": data, "batch_size": str(batch_size), "model": checked.model,
+                "weights_backbone": checked.weights_backbone, "device": config.device, "amp": config.amp,
+                "nproc": str(config.nproc)}
+    if config.init:
+        settings["init"] = config.init
+    settings.update(DEMO_TRAIN if _is_demo(config) else {})
+    for name in ("epochs", "max_iters_per_epoch", "min_size", "max_size", "workers"):
+        if getattr(config, name) is not None:
+            settings[name] = str(getattr(config, name))
+    return settings
+
+
+def _project_parameters(entry_point: str, settings: dict[str, str]) -> dict[str, str]:
+    """Settings as `mlflow run` parameters: one the entry point does not declare is passed as a --flag."""
+    declared = declared_parameters(entry_point)
+    return {key if key in declared else key.replace("_", "-"): value for key, value in settings.items()}
 
 
 def _test_set(config: MainConfig):
@@ -147,14 +163,53 @@ def _test_set(config: MainConfig):
     here; its images are not hashed (``evaluate`` hashes them), its cheap listing digest keys re-use."""
     from persondet.evaluation import DEMO_PERSON_CATEGORY, load_test_set
 
-    annotations, images, person = config.test_annotations, config.test_images, "person"
+    annotations, images, person = config.test_annotations, config.test_images, config.person_category
     if not annotations:
         from persondet.synth import ensure_demo_data
 
         demo = ensure_demo_data(seed=0)
-        annotations, images, person = str(demo.inhouse_annotations), str(demo.inhouse_images), DEMO_PERSON_CATEGORY
+        annotations, images = str(demo.inhouse_annotations), str(demo.inhouse_images)
+        if person == "person":  # the demo in-house set names its person category "pedestrian"
+            person = DEMO_PERSON_CATEGORY
     return load_test_set(annotations, images, person, digest=False), {
         "test_annotations": annotations, "test_images": images, "person_category": person}
+
+
+def check_study(config: MainConfig) -> CheckedInputs:
+    """Every input of the study, checked in seconds before its first step (not after hours of training):
+    the source roots hold their layouts (``Source.check_root``), the test set (annotation file, every image,
+    its person category), the device, the model (``init``'s, with model auto), the backbone weights
+    (downloaded into torch's hub cache now when missing) or ``init``, and each training's settings as
+    ``train`` will check them.  The first problem is one PersondetError line."""
+    from persondet.config import PrepareConfig, TrainConfig
+    from persondet.distributed import device_for
+
+    given_roots(config)  # a root given that is no directory, named as such
+    prepare_settings = PrepareConfig(**{s.root_param: getattr(config, s.root_param) for s in SOURCES.values()
+                                        if hasattr(config, s.root_param)}, cuhk_split="all")
+    for name in sorted({name for mix in config.mix_list() for name in mix_sources(mix)}):
+        given = getattr(config, SOURCES[name].root_param, "")
+        if given:
+            SOURCES[name].check_root(Path(given).expanduser().resolve(), prepare_settings)
+    test_set, test_parameters = _test_set(config)
+    device = device_for(config.device)
+    model = resolve_model(config.model, cuda=device.type == "cuda")
+    weights_backbone = config.weights_backbone
+    if config.init:
+        from persondet.tracking.models import describe_detector
+
+        trained_as = describe_detector(config.init).get("model")
+        if trained_as and config.model not in ("auto", trained_as):
+            raise PersondetError(f"init={config.init!r} is a model={trained_as}: set model={trained_as} (or auto)")
+        model = trained_as or model
+    else:
+        from persondet.model import check_backbone
+
+        weights_backbone = check_backbone(model, config.weights_backbone)
+    checked = CheckedInputs(test_set, test_parameters, model, weights_backbone, config.device)
+    for batch_size in config.batch_size_list():
+        TrainConfig.from_strings(_train_settings(config, checked, "<prepare run>", batch_size))
+    return checked
 
 
 def _digest(values) -> str:
@@ -178,7 +233,7 @@ def source_digests(config: MainConfig) -> dict[str, str]:
     return {name: root_digest(root or SOURCES[name].demo_root(0)) for name, root in given_roots(config).items()}
 
 
-def run_study(config: MainConfig, runner: Runner) -> Study:
+def run_study(config: MainConfig, runner: Runner, checked: CheckedInputs | None = None) -> Study:
     """Prepare the mixes, train each at each batch size, evaluate, promote, report; re-using runs.
 
     What flows between the steps: run ids as parameters (a prepare run is train's ``data``, a training
@@ -187,8 +242,9 @@ def run_study(config: MainConfig, runner: Runner) -> Study:
     is keyed on its inputs: the sources' root digests, the prepare run, the test set's listing digest, the
     evaluation runs, and all of them for the report.
     """
+    checked = checked or check_study(config)
+    test_set = checked.test_set
     digests = source_digests(config)  # the data prepare reads
-    test_set, test_parameters = _test_set(config)
     root_settings = {s.root_param: getattr(config, s.root_param) for s in SOURCES.values()
                      if hasattr(config, s.root_param)}
     prepared: dict[str, str] = {}
@@ -199,10 +255,15 @@ def run_study(config: MainConfig, runner: Runner) -> Study:
     trained: list[str] = []
     for mix in config.mix_list():
         for batch_size in config.batch_size_list():
-            trained.append(runner.step("train", _train_parameters(config, prepared[mix], batch_size),
-                                       f"prepare:{prepared[mix]}"))
+            settings = _train_settings(config, checked, prepared[mix], batch_size)
+            trained.append(runner.step("train", _project_parameters("train", settings), f"prepare:{prepared[mix]}"))
 
-    evaluations = [runner.step("evaluate", {"model_uri": f"runs:/{run_id}/model", **test_parameters},
+    evaluate_settings = {**checked.test_parameters, "device": config.device}
+    workers = _train_settings(config, checked, "", 1).get("workers")
+    if workers is not None:  # the study's (or the demo's) setting: evaluation decodes with as many
+        evaluate_settings["workers"] = workers
+    evaluations = [runner.step("evaluate", _project_parameters("evaluate", {"model_uri": f"runs:/{run_id}/model",
+                                                                          **evaluate_settings}),
                                f"test:{test_set.listing_digest}") for run_id in trained]
 
     if any(is_merged(mix) for mix in config.mix_list()):
@@ -216,11 +277,11 @@ def run_study(config: MainConfig, runner: Runner) -> Study:
 def main(config: MainConfig) -> dict[str, Any]:
     """The whole study in ``config.experiment``, each step a child run of this ``main`` run."""
     start = time.time()
-    given_roots(config)  # a mistyped root stops here: before a run, a step or any demo data
+    checked = check_study(config)  # before any run, step or demo data: a bad input is one line in seconds
     export_step_environment(config.experiment)
     with open_run("main", run_name="main") as run:
         run.log_params(config.to_params())
-        study = run_study(config, Runner(config.experiment, git_commit()))
+        study = run_study(config, Runner(config.experiment, git_commit()), checked)
         seconds = time.time() - start
         ran = [s for s in study.steps if not s.reused]
         run.log_metrics({"main_time_s": seconds, "steps_run": len(ran), "steps_reused": len(study.steps) - len(ran)})

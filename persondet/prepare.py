@@ -128,6 +128,36 @@ def read_cuhk_source(root: Path, split: str = "all") -> tuple[SourceSet, dict]:
     return SourceSet("cuhk", root, coco["images"], coco["annotations"]), counts
 
 
+def check_coco_root(root: Path, split: str = "train2017") -> None:
+    """In seconds, before a study: the annotation file is there and starts as a JSON object, the image folder
+    exists (the 450 MB file is parsed by ``prepare``, not here)."""
+    annotation = root / "annotations" / f"instances_{split}.json"
+    layout = "the COCO 2017 layout is annotations/instances_<split>.json and <split>/*.jpg"
+    try:
+        with open(annotation, "rb") as f:
+            head = f.read(4096).lstrip()
+    except OSError as exc:
+        raise PersondetError(f"coco_root={str(root)!r}: cannot read {annotation} ({exc.strerror}); "
+                             f"{layout}") from None
+    if not head.startswith(b"{"):
+        raise PersondetError(f"{annotation}: not a COCO annotation file (it does not start as a JSON object)")
+    if not (root / split).is_dir():
+        raise PersondetError(f"coco_root={str(root)!r}: no image folder {split}/; {layout}")
+
+
+def check_cuhk_root(root: Path, split: str = "all") -> None:
+    """In seconds, before a study: Images.mat (and pool.mat for a split) hold their variables by their
+    headers, the image folder exists."""
+    from persondet.formats.matlab import check_mat_variable
+
+    folder = root / cuhk_sysu.ANNOTATION_DIR
+    check_mat_variable(folder / "Images.mat", "Img")
+    if split != "all":
+        check_mat_variable(folder / "pool.mat", "pool")
+    if not (root / cuhk_sysu.IMAGE_DIR).is_dir():
+        raise PersondetError(f"cuhk_root={str(root)!r}: no image folder {cuhk_sysu.IMAGE_DIR}/")
+
+
 def read_cuhk_identities(folder: Path) -> dict:
     """person_id per (image, box): Person.mat, else Train.mat + TestG50.mat, else none (all -1)."""
     person = folder / "Person.mat"

@@ -1,10 +1,14 @@
 """The ``report`` step: the study's tables and figures rebuilt from an experiment's runs.
 
-Sections: dataset statistics (prepare runs' ``stats.json``), training speed as time per batch for every
-(gpu_type x gpu_count) and batch size (bar chart + ratio tables), AP50 by dataset mix (rows) and batch
-size (columns) from the training runs' ``<test_name>/AP50``, and the coco-only and merged models'
-detections side by side on the same test images (the detections ``evaluate`` logged: nothing is re-run).  Written as one static ``report.html`` (images
-embedded) and logged, with the figures and tables, as artifacts of a report run.
+Sections: dataset statistics (prepare runs' ``stats.json``, and the test set itself from the
+``evaluation/test_stats.json`` its evaluation logged); training speed as time per batch for every hardware
+(gpu_type x gpu_count) and training setup (model, input size, amp) and batch size (bar chart + ratio tables
+between hardware of one setup: a small CPU model is never averaged with a ResNet-50, nor 256 px with 800 px);
+AP50 by dataset mix (rows) and batch size (columns) from the training runs' ``<test_name>/AP50``, only runs
+of one model evaluated on one version of the test set (``comparable_runs``: the caption says which); and the
+coco-only and merged models' detections side by side on the same test images (the detections ``evaluate``
+logged: nothing is re-run).  Written as one static ``report.html`` (images embedded) and logged, with the
+figures and tables, as artifacts of a report run.
 """
 
 from __future__ import annotations
@@ -78,8 +82,25 @@ def datasets_table(prepare_runs, workdir: str) -> list[list[str]]:
     return [["dataset", "images", "objects", "avg_rel_size"], *ordered]
 
 
+def training_setup(params: dict[str, str]) -> str:
+    """What a time per batch depends on besides the hardware: model, input size (shorter/longer side) and
+    amp, as a label (``small 320/512px``, ``fasterrcnn_resnet50_fpn 800/1333px bf16``); '' when the run
+    logged none of them."""
+    model = params.get("model_resolved") or params.get("model", "")
+    low = params.get("min_size_resolved") or params.get("min_size", "")
+    high = params.get("max_size_resolved") or params.get("max_size", "")
+    size = f"{low}/{high}px" if _num(low) is not None and _num(high) is not None else ""
+    amp = params.get("amp", "none")
+    return " ".join(part for part in (model, size, "" if amp in ("", "none") else amp) if part)
+
+
+SETUP_SEPARATOR = " | "
+
+
 def speed_table(train_runs) -> dict[tuple[str, int], float]:
-    """(gpu configuration, batch size) -> mean time per batch (s) over the runs that have it."""
+    """(configuration, batch size) -> mean time per batch (s) over the runs of that configuration: the
+    hardware (a launch's server first) and the training setup (``training_setup``), so that only runs of
+    the same hardware, model, input size and amp are averaged."""
     values: dict[tuple[str, int], list[float]] = defaultdict(list)
     for run in train_runs:
         t = run.data.metrics.get("time_per_iter_s")
@@ -91,24 +112,32 @@ def speed_table(train_runs) -> dict[tuple[str, int], float]:
         label = gpu if gpu == "cpu" or count in ("", "0") else f"{gpu} x{count}"
         if run.data.tags.get(SERVER_TAG):  # a launch's run: the servers side by side
             label = f"{run.data.tags[SERVER_TAG]}: {label}"
-        values[(label, int(bs))].append(float(t))
+        setup = training_setup(run.data.params)
+        values[(label + (SETUP_SEPARATOR + setup if setup else ""), int(bs))].append(float(t))
     return {k: sum(v) / len(v) for k, v in values.items()}
 
 
+def _setup_of(config: str) -> str:
+    return config.split(SETUP_SEPARATOR, 1)[1] if SETUP_SEPARATOR in config else ""
+
+
 def speed_rows(speed: dict[tuple[str, int], float]) -> tuple[list[list[str]], list[list[list[str]]]]:
-    """The time-per-batch table and, per batch size, a matrix of speed ratios between configurations."""
-    configs = sorted({c for c, _ in speed})
+    """The time-per-batch table and, per batch size and training setup, a matrix of speed ratios between
+    the hardware configurations that ran that setup (never a ratio between two models or input sizes)."""
+    configs = sorted({c for c, _ in speed}, key=lambda c: (_setup_of(c), c))
     sizes = sorted({b for _, b in speed})
     table = [["configuration", *[f"batch {b}: s/batch" for b in sizes]]]
     for c in configs:
         table.append([c, *[f"{speed[(c, b)]:.4f}" if (c, b) in speed else "-" for b in sizes]])
     ratios = []
     for b in sizes:
-        present = [c for c in configs if (c, b) in speed]
-        matrix = [[f"batch {b}: row is N x faster than column", *present]]
-        for row in present:
-            matrix.append([row, *[f"{speed[(col, b)] / speed[(row, b)]:.2f}" for col in present]])
-        ratios.append(matrix)
+        for setup in sorted({_setup_of(c) for c in configs}):
+            present = [c for c in configs if (c, b) in speed and _setup_of(c) == setup]
+            title = f"batch {b}{', ' + setup if setup else ''}: row is N x faster than column"
+            matrix = [[title, *present]]
+            for row in present:
+                matrix.append([row, *[f"{speed[(col, b)] / speed[(row, b)]:.2f}" for col in present]])
+            ratios.append(matrix)
     return table, ratios
 
 
@@ -120,8 +149,27 @@ def choose_test_name(train_runs, wanted: str = "") -> str:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] if counts else ""
 
 
+def comparable_runs(train_runs, test_name: str) -> tuple[list, str]:
+    """The training runs whose ``<test_name>/AP50`` may share one table: one model (``model_resolved``)
+    evaluated on one version of the test set (the ``<test_name>/digest`` tag ``evaluate`` sets), the group
+    with the most runs (the newest run's on a tie); and a caption saying which, and what was left out."""
+    scored = [r for r in train_runs if f"{test_name}/AP50" in r.data.metrics]
+    groups: dict[tuple[str, str], list] = defaultdict(list)
+    for run in scored:  # newest first
+        model = run.data.params.get("model_resolved") or run.data.params.get("model", "?")
+        groups[(model, run.data.tags.get(f"{test_name}/digest", "?"))].append(run)
+    if not groups:
+        return [], ""
+    (model, digest), runs = max(groups.items(), key=lambda kv: len(kv[1]))  # max keeps the first on a tie
+    left = len(scored) - len(runs)
+    caption = (f"model {model}, test set {test_name} digest {digest}"
+               + (f"; {left} run(s) of another model or test-set version left out" if left else ""))
+    return runs, caption
+
+
 def ap50_table(train_runs, test_name: str) -> list[list[str]]:
-    """AP50 on ``test_name``: dataset mix as rows, batch size as columns (the newest run per cell)."""
+    """AP50 on ``test_name``: dataset mix as rows, batch size as columns (the newest run per cell); give it
+    ``comparable_runs``' runs."""
     cells: dict[tuple[str, str], float] = {}
     for run in train_runs:  # newest first
         value = run.data.metrics.get(f"{test_name}/AP50")
@@ -135,6 +183,20 @@ def ap50_table(train_runs, test_name: str) -> list[list[str]]:
     for m in mixes:
         table.append([m, *[f"{cells[(m, b)]:.4f}" if (m, b) in cells else "-" for b in sizes]])
     return table
+
+
+def test_set_row(train_runs, test_name: str, workdir: Path) -> list[str] | None:
+    """The test set as a dataset-table row (images, objects, avg_rel_size), from the ``test_stats.json``
+    the newest evaluation of these runs logged; None when none did."""
+    for run in train_runs:
+        run_id = run.data.tags.get(f"{test_name}/evaluation_run_id", "")
+        local = download_artifact(run_id, "evaluation/test_stats.json", str(workdir / run_id)) if run_id else None
+        if local:
+            stats = json.loads(Path(local).read_text())
+            rel = _num(stats.get("avg_rel_size"))
+            return [f"{test_name} (test set)", str(stats.get("images", "")), str(stats.get("objects", "")),
+                    "" if rel is None else f"{rel:.4f}"]
+    return None
 
 
 # --- figures --------------------------------------------------------------------------------------
@@ -246,14 +308,16 @@ def _markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(experiment: str, test_name: str, stats, speed_tab, ratios, ap_tab, chart, examples) -> str:
+def render_html(experiment: str, test_name: str, stats, speed_tab, ratios, ap_tab, chart, examples,
+                caption: str = "") -> str:
     parts = [f"<h1>persondet study: {html.escape(experiment)}</h1>",
              "<h2>Datasets</h2>", _html_table(stats),
              "<h2>Training speed (time per batch)</h2>", _html_table(speed_tab)]
     parts += [_html_table(m) for m in ratios]
     if chart:
         parts.append(_img(chart))
-    parts += [f"<h2>AP50 on {html.escape(test_name or '(no evaluated test set)')}</h2>", _html_table(ap_tab),
+    parts += [f"<h2>AP50 on {html.escape(test_name or '(no evaluated test set)')}</h2>",
+              f"<p>{html.escape(caption)}</p>" if caption else "", _html_table(ap_tab),
               "<h2>coco-only vs merged model (green: ground truth, red: detections)</h2>"]
     parts += [_img(p) for p in examples] or [f"<p><em>needs a {BASELINE_MIX}-only and a merged-data model, "
                                             "both evaluated on this test set</em></p>"]
@@ -279,13 +343,19 @@ def report(config: ReportConfig) -> dict[str, Any]:
         if speed:
             chart = out / "time_per_batch.png"
             speed_chart(speed, chart)
-        ap_tab = ap50_table(train_runs, test_name)
-        examples = side_by_side(train_runs, test_name, config.examples, out, Path(tmp) / "evaluations")
-        page = render_html(config.experiment, test_name, stats, speed_tab, ratios, ap_tab, chart, examples)
+        compared, caption = comparable_runs(train_runs, test_name)
+        ap_tab = ap50_table(compared, test_name)
+        test_row = test_set_row(compared, test_name, Path(tmp) / "test_stats")
+        if test_row:
+            stats.append(test_row)
+        examples = side_by_side(compared, test_name, config.examples, out, Path(tmp) / "evaluations")
+        page = render_html(config.experiment, test_name, stats, speed_tab, ratios, ap_tab, chart, examples,
+                           caption)
         (out / "report.html").write_text(page)
         (out / "tables.md").write_text(
             "## datasets\n\n" + _markdown(stats) + "\n## time per batch\n\n" + _markdown(speed_tab) + "\n"
-            + "".join(_markdown(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n" + _markdown(ap_tab))
+            + "".join(_markdown(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n{caption}\n\n"
+            + _markdown(ap_tab))
         with open_run("report", run_name=f"report {config.experiment}",
                       tags={"persondet.test_name": test_name}) as run:
             run.log_params(config.to_params())
@@ -300,5 +370,6 @@ def report(config: ReportConfig) -> dict[str, Any]:
             os.replace(tmp_html, target / "report.html")
             html_path = str(target / "report.html")
     print(_markdown(ap_tab) if len(ap_tab) > 1 else "no AP50 results yet")
-    return {"run_id": run_id, "test_name": test_name, "ap50": ap_tab, "speed": speed_tab, "ratios": ratios,
+    return {"run_id": run_id, "test_name": test_name, "ap50": ap_tab, "ap50_caption": caption,
+            "speed": speed_tab, "ratios": ratios,
             "stats": stats, "examples": len(examples), "html": html_path}

@@ -110,7 +110,8 @@ class Objective:
         c = self.config
         return TrainConfig(
             data=self.data, val_annotations=self.val_annotations, val_images=self.val_images,
-            model=c.model, epochs=c.epochs, max_iters_per_epoch=c.max_iters_per_epoch, workers=c.workers,
+            model=c.model, weights_backbone=c.weights_backbone, epochs=c.epochs,
+            max_iters_per_epoch=c.max_iters_per_epoch, workers=c.workers,
             register=False, seed=seed, raw={"lr": f"{settings['lr']:.6g}"}, **settings)
 
     def __call__(self, trial) -> float:
@@ -171,7 +172,12 @@ def _summary(study) -> dict[str, Any]:
 def tune(config: TuneConfig) -> dict[str, Any]:
     """Run ``config.n_trials`` trials of the study (joining it when it exists); returns its summary."""
     import optuna
+    import torch
 
+    from persondet.model import check_backbone
+    from persondet.model_names import resolve_model
+
+    check_backbone(resolve_model(config.model, cuda=torch.cuda.is_available()), config.weights_backbone)
     storage = open_storage(config)
     shown_storage = redact(resolve_storage(config.storage))
     try:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("evaluation", "data_loading", "tracking_overhead", "gpu_train_throughput", "auth_throughput")
+SCRIPTS = ("evaluation", "data_loading", "tracking_overhead", "gpu_train_throughput", "auth_throughput",
+           "evaluation_correctness")
 
 
 def _run(name: str, *args: str, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -48,6 +49,7 @@ def test_smoke_run_writes_a_table(name, tmp_path):
     ("tracking_overhead", ["--iters", "0"], "--iters=0"),
     ("gpu_train_throughput", ["--batch-sizes", "8,x"], "--batch-sizes='8,x'"),
     ("auth_throughput", ["--clients", "0"], "--clients=0, --calls=200: both must be >= 1"),
+    ("evaluation_correctness", ["--detections-per-image", "-1"], "--detections-per-image=-1 must be >= 0"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(name, args, message, tmp_path):
     output = tmp_path / "out.md"

@@ -16,7 +16,8 @@ from torch import nn
 import evalkit
 from persondet.config import EvaluateConfig
 from persondet.errors import PersondetError
-from persondet.evaluation import detect, evaluate, load_test_set
+from persondet.evaluation import evaluate, load_test_set
+from persondet.inference import ImageFiles, predict
 from persondet.metrics import HEADLINE, coco_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,10 @@ class _Oracle(nn.Module):
 
     def __init__(self, boxes_by_size):
         super().__init__()
+        from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
         self.boxes_by_size = boxes_by_size
+        self.transform = GeneralizedRCNNTransform(128, 192, [0.0] * 3, [1.0] * 3)  # how batches are planned
 
     def forward(self, images):
         out = []
@@ -73,7 +77,8 @@ def test_detection_results_are_coco_xywh_in_the_test_sets_category(env):
     for ann in test_set.dataset["annotations"]:
         x, y, w, h = ann["bbox"]
         boxes.setdefault(sizes[ann["image_id"]], []).append([x, y, x + w, y + h])
-    detections = detect(_Oracle(boxes), test_set, batch_size=4)
+    detections = predict(_Oracle(boxes), ImageFiles(sorted(test_set.image_paths.items())), torch.device("cpu"),
+                         batch_size=4, category_id=test_set.category_id)
     assert {d["category_id"] for d in detections} == {3}
     stats = coco_metrics(test_set.dataset, detections, 3)  # area/iscrowd are missing in this set
     assert stats["AP50"] == pytest.approx(1.0)
@@ -213,3 +218,105 @@ def test_entry_point_unknown_uri_exits_2_with_one_line(env):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("persondet: error:")]
     assert len(lines) == 1 and "models:/persondet/42" in lines[0]
+
+
+# --- a results file instead of a model; ignore regions; the device ----------------------------------
+
+def _logged_detections(run_id: str) -> list[dict]:
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/detections.json")
+    return json.loads(Path(local).read_text())
+
+
+def test_a_results_file_is_scored_like_the_model_that_wrote_it_without_the_images(env, tmp_path):
+    import mlflow
+
+    by_model = evaluate(_config(env, model_uri=f"runs:/{env['run_id']}/model", examples=0, log_to_training_run=False))
+    results = _logged_detections(by_model["run_id"])
+    other = {"image_id": 1, "category_id": 1, "bbox": [0.0, 0.0, 9.0, 9.0], "score": 0.99}  # "car": left out
+    (tmp_path / "results.json").write_text(json.dumps(results + [other]))
+    shutil.copy(env["annotations"], tmp_path / "annotations.json")  # the annotation file alone, no images
+    by_file = evaluate(EvaluateConfig(detections=str(tmp_path / "results.json"), person_category="pedestrian",
+                                      test_annotations=str(tmp_path / "annotations.json"), test_name="inhouse"))
+    assert by_file["metrics"] == by_model["metrics"] and by_file["metrics"]["AP50"] > 0
+    assert by_file["training_run_id"] is None and by_file["detections"] == len(results)
+    run = mlflow.MlflowClient().get_run(by_file["run_id"])
+    assert run.data.params["detections"] == str(tmp_path / "results.json")
+    assert run.data.params["detections_other_categories"] == "1"
+    assert set(run.data.metrics) == set(mlflow.MlflowClient().get_run(by_model["run_id"]).data.metrics)
+    # with the images at hand the digest is the test set's own: what promote compares
+    with_images = evaluate(_config(env, detections=str(tmp_path / "results.json"), examples=1))
+    assert with_images["test_digest"] == by_model["test_digest"] != by_file["test_digest"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not valid JSON"),
+    ('{"annotations": []}', "not a COCO results file: a JSON list"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4]}]', "entry 0 has no score"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.5},'
+     ' {"image_id": 99, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.5}]', "entry 1 image_id 99 is not an image"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [1, 2, NaN, 4], "score": 0.5}]', r"entry 0 bbox \[1, 2, nan, 4\]"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [1, 2, -3, 4], "score": 0.5}]', "negative width"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3], "score": 0.5}]', "is not \\[x, y, w, h\\]"),
+    ('[{"image_id": "1", "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.5}]', "image_id '1' is not an integer"),
+    ('[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]',
+     "no entry has category_id 3, the test set's person category \\(the file's category ids: 1\\)"),
+])
+def test_a_bad_results_file_is_one_line_naming_the_file_and_the_entry(env, tmp_path, content, message):
+    path = tmp_path / "dets.json"
+    path.write_text(content)
+    with pytest.raises(PersondetError, match=message) as info:
+        evaluate(_config(env, detections=str(path)))
+    assert f"detections={str(path)!r}" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_model_uri_or_detections_one_of_them():
+    from persondet.config import ConfigError
+
+    with pytest.raises(ConfigError, match="give model_uri .* or detections"):
+        EvaluateConfig(model_uri="models:/persondet/1", detections="d.json")
+    with pytest.raises(ConfigError, match="give model_uri .* or detections"):
+        EvaluateConfig()
+
+
+def test_ignore_regions_are_neither_hits_nor_misses_and_are_counted(env, tmp_path):
+    """The non-ignored boxes detected exactly: AP50 = AR100 = 1 with the rule; the same detections score
+    less when the regions are ordinary persons (the detector 'misses' them)."""
+    import mlflow
+
+    dataset = json.loads(env["annotations"].read_text())
+    persons = [a for a in dataset["annotations"] if a["category_id"] == 3]
+    persons[0]["ignore"] = 1  # CityPersons' flag
+    persons[1]["extra"] = {"ignore": 1, "box_id": 7}  # CrowdHuman's, as some converters write it
+    persons[2]["ignore"] = 0
+    (tmp_path / "ignored.json").write_text(json.dumps(dataset))
+    oracle = [{"image_id": a["image_id"], "category_id": 3, "bbox": a["bbox"], "score": 0.9}
+              for a in persons if not (a.get("ignore") or a.get("extra"))]
+    # a detection on an ignore region is no false alarm either
+    oracle += [{"image_id": persons[0]["image_id"], "category_id": 3, "bbox": persons[0]["bbox"], "score": 0.95}]
+    (tmp_path / "oracle.json").write_text(json.dumps(oracle))
+    result = evaluate(EvaluateConfig(detections=str(tmp_path / "oracle.json"),
+                                     test_annotations=str(tmp_path / "ignored.json"),
+                                     test_images=str(env["images"]), person_category="pedestrian", examples=1))
+    assert result["metrics"]["AP50"] == 1.0 and result["metrics"]["AR100"] == 1.0
+    assert result["ignore_regions"] == 2
+    run = mlflow.MlflowClient().get_run(result["run_id"])
+    assert run.data.metrics["ignore_regions"] == 2
+    stats = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=result["run_id"], artifact_path="evaluation/test_stats.json")).read_text())
+    assert (stats["images"], stats["objects"], stats["ignore_regions"]) == (6, len(persons) - 2, 2)
+    as_persons = coco_metrics(json.loads(env["annotations"].read_text()), oracle, 3)
+    assert as_persons["AP50"] < 1.0 and as_persons["AR100"] < 1.0
+
+
+def test_the_device_is_chosen_and_logged(env):
+    import mlflow
+
+    result = evaluate(_config(env, model_uri=f"runs:/{env['run_id']}/model", examples=0, device="cpu",
+                              log_to_training_run=False, workers=1))
+    params = mlflow.MlflowClient().get_run(result["run_id"]).data.params
+    assert (params["device"], params["device_resolved"]) == ("cpu", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(PersondetError, match="device=cuda but no CUDA device is visible"):
+            evaluate(_config(env, model_uri=f"runs:/{env['run_id']}/model", device="cuda"))

@@ -80,41 +80,6 @@ def test_entry_point_reports_bad_input_on_one_line(tmp_path):
 
 # --- model -------------------------------------------------------------------------------------------
 
-def test_imagenet_weights_offline_fail_with_a_clear_error(monkeypatch):
-    import torch.hub
-    import urllib.request
-
-    from persondet.model import build_detector
-
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: "/nonexistent-hub-dir")
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(PersondetError, match=r"weights_backbone=imagenet: could not download .*resnet50"):
-        build_detector("fasterrcnn_resnet50_fpn", weights_backbone="imagenet")
-    with pytest.raises(PersondetError, match="model=small has no pretrained backbone"):
-        build_detector("small", weights_backbone="imagenet")
-
-
-def test_backbone_from_a_local_file(tmp_path):
-    import torchvision
-
-    from persondet.model import build_detector
-
-    classifier = torchvision.models.mobilenet_v3_large(weights=None)
-    path = tmp_path / "mobilenet.pth"
-    torch.save(classifier.state_dict(), path)
-    model = build_detector("fasterrcnn_mobilenet_v3_large_fpn", weights_backbone=str(path))
-    assert torch.equal(model.backbone.body["0"][0].weight, classifier.features[0][0].weight)
-    torch.save({"something": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(PersondetError, match="does not fit the backbone"):
-        build_detector("fasterrcnn_mobilenet_v3_large_fpn", weights_backbone=str(tmp_path / "other.pth"))
-    with pytest.raises(PersondetError, match="neither none, imagenet nor an existing file"):
-        build_detector("fasterrcnn_resnet50_fpn", weights_backbone=str(tmp_path / "missing.pth"))
-
-
 @pytest.mark.parametrize("name", ["small", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
                                   "fasterrcnn_mobilenet_v3_large_fpn"])
 def test_every_model_builds_with_two_classes(name):

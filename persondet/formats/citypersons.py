@@ -22,7 +22,7 @@ import numpy as np
 from persondet.datasets import CITYPERSONS_SPLITS, CITYPERSONS_SUBSETS
 from persondet.errors import PersondetError
 from persondet.formats.imagefiles import image_sizes
-from persondet.formats.matlab import MatFormatError, load_mat, mat_str, struct_field, struct_items
+from persondet.formats.matlab import MatFormatError, check_mat_variable, load_mat, mat_str, struct_field, struct_items
 from persondet.formats.merge import SourceSet
 
 NAME = "citypersons"
@@ -190,3 +190,13 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
 
 def _show(values) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+def check_root(root: str | Path, split: str = "train", subset: str = "all") -> None:
+    """In seconds, before a study: ``anno_<split>.mat`` holds its variable (read from the header only) and
+    the image folder exists; the full read is ``prepare``'s."""
+    _check_choice("citypersons_split", split, SPLITS)
+    _check_choice("citypersons_subset", subset, SUBSETS)
+    check_mat_variable(annotation_path(root, split), f"anno_{split}_aligned")
+    if not (Path(root) / IMAGE_DIR / split).is_dir():
+        raise PersondetError(f"citypersons_root={str(root)!r}: no image folder {IMAGE_DIR}/{split}/")

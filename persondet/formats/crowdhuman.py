@@ -275,3 +275,22 @@ def read_crowdhuman(root: str | Path, split: str = "train", box: str = "fbox",
     out_images, annotations, counts = to_records(images, sizes, box, where=path)
     return SourceSet(NAME, root, out_images, annotations), counts
 
+
+
+def check_root(root: str | Path, split: str = "train", box: str = "fbox") -> None:
+    """In seconds, before a study: ``annotation_<split>.odgt`` is there and its first line is a JSON object,
+    the image folder exists; the full read is ``prepare``'s."""
+    if split not in SPLITS:
+        raise PersondetError(f"crowdhuman_split={split!r} must be one of {', '.join(SPLITS)}")
+    if box not in BOXES:
+        raise PersondetError(f"crowdhuman_box={box!r} must be one of {', '.join(BOXES)}")
+    path = annotation_path(root, split)
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20).strip()
+    except OSError as exc:
+        raise OdgtFormatError(f"{path}: cannot read the annotation file ({exc.strerror})") from None
+    if not first.startswith(b"{"):
+        raise OdgtFormatError(f"{path}: line 1 is not a JSON object (an .odgt file has one per line)")
+    if not (Path(root) / IMAGE_DIR).is_dir():
+        raise PersondetError(f"crowdhuman_root={str(root)!r}: no image folder {IMAGE_DIR}/")

@@ -50,6 +50,24 @@ def load_mat(path: str | Path, key: str) -> np.ndarray:
     return content[key]
 
 
+def check_mat_variable(path: str | Path, key: str) -> None:
+    """``path`` is a MATLAB file holding the variable ``key``, from its header only (``scipy.io.whosmat``:
+    no data is read); the same one-line errors as ``load_mat``."""
+    import scipy.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise MatFormatError(f"{path}: annotation file not found")
+    try:
+        found = sorted(name for name, _, _ in scipy.io.whosmat(str(path)))
+    except Exception as exc:  # noqa: BLE001 - every way scipy fails is "not a .mat file"
+        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise MatFormatError(f"{path}: not a readable MATLAB .mat file ({detail})") from None
+    if key not in found:
+        raise MatFormatError(f"{path}: no variable {key!r} (found: {', '.join(found) or 'none'}"
+                             f"{looks_like(found)})")
+
+
 def looks_like(variables: list[str]) -> str:
     """'; this looks like <dataset file>' for the first variable a known dataset uses, else ''."""
     for name in variables:

@@ -13,22 +13,16 @@ import torch
 from persondet import data as data_mod
 from persondet import engine
 from persondet.config import TrainConfig, parse_source_weights
-from persondet.distributed import get_rank, get_world_size
+from persondet.distributed import device_for, get_rank, get_world_size
 from persondet.errors import PersondetError
-from persondet.model import build_detector
+from persondet.model import as_backbone_state, backbone_state, build_detector, load_detector_state
+from persondet.model_names import resolve_model, resolve_weights_backbone
 from persondet.training.checkpoint import seed_everything
 
 
 def resolve_device(config: TrainConfig) -> torch.device:
     """``device`` as configured (auto: CUDA when visible); this process's GPU is LOCAL_RANK's."""
-    want = config.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda":
-        if not torch.cuda.is_available():
-            raise PersondetError("device=cuda but no CUDA device is visible (torch.cuda.is_available() is False)")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    return device_for(config.device)
 
 
 @contextlib.contextmanager
@@ -108,6 +102,45 @@ def load_data(config: TrainConfig, device: torch.device) -> TrainingData:
 
 
 @dataclass
+class Start:
+    """What the detector starts from, settled before any data is read (a download that fails, fails first)."""
+
+    model_name: str
+    weights_backbone: str  # resolved: none, imagenet or a file (with init: the layout of init's network)
+    backbone: dict | None  # the backbone's initial weights (a classifier state dict), None: random
+    init: dict | None  # a whole detector's weights (``init``), loaded over the built network
+    min_size: int | None
+    max_size: int | None
+
+
+def starting_point(config: TrainConfig, device: torch.device) -> Start:
+    """The model (``auto`` resolved; with ``init``, init's own), the backbone weights (downloaded into torch's
+    hub cache when needed) or the detector given by ``init`` (read as weights only), and the input size.
+
+    With ``init``, the network is built in the layout init was trained in (its ``weights_backbone``, unless
+    given here) from init's own backbone tensors, so nothing is downloaded; then init's weights are loaded."""
+    from persondet.tracking.models import load_detector_weights
+
+    model_name = resolve_model(config.model, cuda=device.type == "cuda")
+    if not config.init:
+        return Start(model_name, resolve_weights_backbone(config.weights_backbone, model_name),
+                     backbone_state(model_name, config.weights_backbone), None, config.min_size, config.max_size)
+    where = f"init={config.init!r}"
+    info, state = load_detector_weights(config.init)
+    trained_as = info.get("model")
+    if config.model == "auto" and trained_as:
+        model_name = trained_as
+    elif trained_as and trained_as != model_name:
+        raise PersondetError(f"{where} is a model={trained_as}, this training's is model={model_name}: set "
+                             f"model={trained_as} (or auto)")
+    given = config.weights_backbone if config.weights_backbone not in ("", "auto") else ""
+    layout = resolve_weights_backbone(given or info.get("weights_backbone") or "auto", model_name)
+    backbone = None if layout == "none" or model_name == "small" else as_backbone_state(model_name, state, where)
+    return Start(model_name, layout, backbone, state, config.min_size or info.get("min_size"),
+                 config.max_size or info.get("max_size"))
+
+
+@dataclass
 class Recipe:
     """The detector and what trains it: SGD, the 1x schedule, the AMP scaler (fp16 on CUDA only)."""
 
@@ -117,11 +150,14 @@ class Recipe:
     scaler: torch.amp.GradScaler | None
 
 
-def build_recipe(config: TrainConfig, model_name: str, device: torch.device, iters_per_epoch: int) -> Recipe:
+def build_recipe(config: TrainConfig, start: Start, device: torch.device, iters_per_epoch: int) -> Recipe:
     """The detector (the same initial weights on every rank) on ``device`` and its recipe; afterwards each
     rank's RNG is seeded apart (``seed + rank``) for its data order and augmentation."""
     seed_everything(config.seed)
-    detector = build_detector(model_name, 2, config.weights_backbone, config.min_size, config.max_size)
+    detector = build_detector(start.model_name, 2, min_size=start.min_size, max_size=start.max_size,
+                              backbone=start.backbone)
+    if start.init is not None:
+        load_detector_state(detector, start.init, f"init={config.init!r}")
     detector.to(device)
     if config.channels_last:
         detector = detector.to(memory_format=torch.channels_last)

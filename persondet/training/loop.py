@@ -1,7 +1,8 @@
 """The epoch loop: train, validate, log, checkpoint, then let rank 0's callback decide whether to go on.
 
-Each epoch, in this order: one pass over the data (per-step metrics batched to the run); the validation
-AP on rank 0; rank 0's BatchNorm statistics to every rank; the epoch's metrics and a synchronous flush, so
+Each epoch, in this order: one pass over the data (per-step metrics batched to the run); rank 0's BatchNorm
+statistics to every rank; the validation AP (every rank infers its shard of the validation set, rank 0
+scores the gathered detections); the epoch's metrics and a synchronous flush, so
 the run holds everything up to the checkpoint; the checkpoint (every rank's RNG state gathered, written by
 rank 0); last the callback, so a stopped training keeps the checkpoint of its last epoch.
 """
@@ -72,10 +73,13 @@ def fit(run: RunHandle, config: TrainConfig, model: torch.nn.Module, recipe: Rec
             progress.timed_seconds += stats.timed_seconds
             progress.timed_iterations += stats.timed_iterations
             progress.epoch_metrics = {"epoch_loss": stats.mean_loss}
-            if data.val_set is not None and is_main_process():
-                ap = engine.evaluate_ap(recipe.detector, data.val_set, device, batch_size=max(data.per_device, 1))
-                progress.epoch_metrics.update({"val/AP50": ap["AP50"], "val/AP": ap["AP"]})
-            _sync_buffers(recipe.detector)
+            _sync_buffers(recipe.detector)  # first: every rank validates rank 0's weights
+            if data.val_set is not None:
+                ap = engine.validate(recipe.detector, data.val_set, device, batch_size=max(data.per_device, 1),
+                                     workers=0 if config.decode == "torchvision-cuda" else
+                                     data_mod.worker_count(config.workers))
+                if ap is not None:  # rank 0
+                    progress.epoch_metrics.update({"val/AP50": ap["AP50"], "val/AP": ap["AP"]})
             logger.log(progress.epoch_metrics, step=epoch)
             logger.flush(synchronous=True)  # everything up to this checkpoint is in the run
             rng = gather(rng_state())

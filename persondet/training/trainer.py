@@ -13,13 +13,13 @@ import torch
 
 from persondet.config import TrainConfig
 from persondet.distributed import get_rank, get_world_size, is_main_process
-from persondet.model_names import REGISTERED_MODEL, resolve_model
+from persondet.model_names import REGISTERED_MODEL
 from persondet.tracking import RunHandle, open_run
 from persondet.tracking.lease import Lease
 from persondet.tracking.models import log_detector
 from persondet.training import checkpoint
-from persondet.training.build import (TrainingData, build_recipe, distributed_model, hardware, load_data,
-                                      process_group, setup_device)
+from persondet.training.build import (Start, TrainingData, build_recipe, distributed_model, hardware, load_data,
+                                      process_group, setup_device, starting_point)
 from persondet.training.loop import EpochCallback, Progress, StopRequested, fit
 
 LOCAL_ONLY = ("resume", "checkpoint_dir", "device")  # settings of this machine, not of the training
@@ -36,10 +36,11 @@ def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
     """
     with process_group(config):
         device = setup_device(config)
+        start = starting_point(config, device)  # before the data: a backbone download that fails, fails first
+        model_name = start.model_name
         data = load_data(config, device)
-        model_name = resolve_model(config.model, cuda=device.type == "cuda")
-        recipe = build_recipe(config, model_name, device, data.iters_per_epoch)
-        params = training_params(config, data, model_name, device)
+        recipe = build_recipe(config, start, device, data.iters_per_epoch)
+        params = training_params(config, data, start, recipe.detector, device)
         resumed = checkpoint.Resumed()
         if config.resume:
             state = checkpoint.load_checkpoint(config.resume)
@@ -59,7 +60,7 @@ def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
             _write_weights_digest(recipe.detector)
             results = final_metrics(progress, config, device)
             run.log_metrics({k: v for k, v in results.items() if k not in progress.epoch_metrics})
-            log_model(run, recipe.detector, config, data, device, model_name)
+            log_model(run, recipe.detector, config, data, device, start)
         return results
 
 
@@ -87,11 +88,15 @@ def _training_run(config: TrainConfig, resumed: checkpoint.Resumed, run_id: str 
             lease.release(ended=handle is None or handle.ended)
 
 
-def training_params(config: TrainConfig, data: TrainingData, model_name: str, device: torch.device) -> dict:
+def training_params(config: TrainConfig, data: TrainingData, start: Start, detector: torch.nn.Module,
+                    device: torch.device) -> dict:
     """The run's parameters: the config as typed (``model`` stays ``auto``: ``mlflow run`` has logged it
-    already; ``model_resolved`` is what was built) and what the training derived from it."""
+    already) and what the training derived from it, resolved values as ``<name>_resolved`` (the model
+    built, its backbone initialisation, its input size)."""
     gpu_type, gpu_count = hardware(device)
-    params = {**config.to_params(), "model_resolved": model_name, "gpu_type": gpu_type, "gpu_count": gpu_count,
+    params = {**config.to_params(), "model_resolved": start.model_name,
+              "weights_backbone_resolved": start.weights_backbone, **input_size(detector),
+              "gpu_type": gpu_type, "gpu_count": gpu_count,
               "batch_size_per_device": data.per_device, "dataset_mix": data.mix, "world_size": get_world_size(),
               "train_images": len(data.train_set), "iters_per_epoch": data.iters_per_epoch}
     for local_only in LOCAL_ONLY:
@@ -112,8 +117,14 @@ def final_metrics(progress: Progress, config: TrainConfig, device: torch.device)
     return results
 
 
+def input_size(detector: torch.nn.Module) -> dict[str, int]:
+    """The resize the detector applies (``min_size`` / ``max_size`` resolved): ``min_size_resolved``, ..."""
+    transform = detector.transform
+    return {"min_size_resolved": int(transform.min_size[-1]), "max_size_resolved": int(transform.max_size)}
+
+
 def log_model(run: RunHandle, detector: torch.nn.Module, config: TrainConfig, data: TrainingData,
-              device: torch.device, model_name: str) -> None:
+              device: torch.device, start: Start) -> None:
     """Log the serving module (``PersonDetector``, on CPU) as the run's ``model`` (weights and a description:
     ``tracking.models``); with ``register``, as a new version of the registered model, tagged with what the
     study compares (rank 0 only)."""
@@ -123,9 +134,9 @@ def log_model(run: RunHandle, detector: torch.nn.Module, config: TrainConfig, da
 
     gpu_type, gpu_count = hardware(device)
     serving = PersonDetector(copy.deepcopy(detector).cpu().to(memory_format=torch.contiguous_format))
-    version = log_detector(run, serving, model_name, REGISTERED_MODEL if config.register else None,
+    version = log_detector(run, serving, start.model_name, REGISTERED_MODEL if config.register else None,
                            {"dataset_mix": data.mix, "batch_size": config.batch_size, "gpu_type": gpu_type,
-                            "gpu_count": gpu_count, "training_run_id": run.run_id})
+                            "gpu_count": gpu_count, "training_run_id": run.run_id}, start.weights_backbone)
     if version is not None:
         run.set_tags({"persondet.model_version": version})
 
