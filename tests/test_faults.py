@@ -116,7 +116,8 @@ def test_a_crafted_logged_model_is_refused_and_its_code_file_is_never_run(tmp_pa
     expected = evalkit.untrained_detector()
     image = torch.randint(0, 255, (1, 80, 96, 3), dtype=torch.uint8)
     assert torch.equal(module(image), expected(image)) and not code_marker.exists()
-    assert set(load_detector_weights(f"runs:/{run_id}/model")) == set(expected.detector.state_dict())
+    spec, weights = load_detector_weights(f"runs:/{run_id}/model")  # what init reads
+    assert set(weights) == set(expected.detector.state_dict()) and spec["model"] == "small"
 
     torch.save({"backbone.body.0.weight": _Marker(weights_marker)}, model_dir / "artifacts" / "weights.pt")
     with pytest.raises(PersondetError, match=r"model_uri='models:/persondet/1': weights.pt / detector.json are not "
