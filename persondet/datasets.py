@@ -196,9 +196,9 @@ def person_category_id(categories: Sequence[Any], wanted: str | int = "person", 
 def is_ignore_region(annotation: Mapping[str, Any]) -> bool:
     """A region that must not be scored or learnt: ``ignore: 1`` (CityPersons' convention), or
     ``extra.ignore: 1`` as CrowdHuman-style files nest it."""
-    extra = annotation.get("extra")
     if annotation.get("ignore", 0):
         return True
+    extra = annotation.get("extra")
     if not extra:  # the common case, decided without an isinstance check (typing's is slow: 1.5M calls at scale)
         return False
     return isinstance(extra, abc.Mapping) and bool(extra.get("ignore", 0))

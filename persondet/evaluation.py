@@ -28,7 +28,7 @@ from persondet.errors import PersondetError
 from persondet.formats.cocosets import check_coco_set
 from persondet.formats.imagesize import ImageHeaderError, image_size
 from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50, region_counts
-from persondet.tracking import RunHandle, open_run
+from persondet.tracking import RunHandle, open_run, run_name
 from persondet.tracking.models import load_detector
 from persondet.tracking.registry import training_run_of
 from persondet.results import read_detections
@@ -355,7 +355,9 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         tags = {"persondet.model_uri": config.model_uri, "persondet.training_run_id": training_run_id or "",
                 "persondet.test_name": test_set.name, "persondet.test_digest": test_set.digest,
                 "persondet.leakage": str(bool(leaked)).lower(), "persondet.leakage_count": str(len(leaked))}
-        with open_run("evaluate", run_name=f"evaluate {test_set.name}", tags=tags) as run:
+        model_name = training_run.info.run_name if training_run is not None else config.model_uri
+        with open_run("evaluate", run_name=run_name("evaluate", model=model_name, test_name=test_set.name),
+                      tags=tags) as run:
             params = config.to_params()
             # resolved values under their own names: `mlflow run` already logged the given ones
             params.update(test_annotations_path=str(test_set.annotations_path), test_set_name=test_set.name,

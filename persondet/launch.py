@@ -11,12 +11,10 @@ torchrun nodes. docs/LAUNCH.md.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import sys
-import tarfile
 import threading
 import time
 import uuid
@@ -27,8 +25,8 @@ from persondet.cli import dashed
 from persondet.config import ConfigError, LaunchConfig, TrainConfig, parse_train_options
 from persondet.errors import PersondetError
 from persondet.pipeline import INPUT_DIGEST_TAG, Runner, git_commit
-from persondet.servers import (LAUNCH_LABEL, SERVER_TAG, Server, check_gpus, connect, device_requests,
-                               read_servers)
+from persondet.servers import (LAUNCH_LABEL, SERVER_TAG, Server, check_gpus, connect, credentials_archive,
+                               device_requests, read_servers)
 from persondet.tracking import RunHandle, create_run, open_run
 from persondet.tracking.search import get_run
 from persondet.tracking.store import tracking_uri
@@ -268,7 +266,7 @@ class Launcher:
         user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
         if not (user or password):
             return env, None
-        return env, _credentials_archive(user or "", password or "")
+        return env, credentials_archive(user or "", password or "")
 
     def _stream(self, container, prefix: str) -> None:
         """The container's output, line by line, with ``[prefix]``; progress bars at most every 10 s."""
@@ -340,8 +338,13 @@ def _quietly(action) -> None:
 
 
 def _remove(containers) -> None:
-    for container in containers:
-        _quietly(lambda: container.remove(force=True))
+    """Force-remove the containers side by side (each removal waits for its engine to kill the process)."""
+    removals = [threading.Thread(target=_quietly, args=(lambda c=c: c.remove(force=True),), daemon=True)
+                for c in containers]
+    for thread in removals:
+        thread.start()
+    for thread in removals:
+        thread.join()
 
 
 def _input_digest(data: str) -> str:
@@ -350,21 +353,6 @@ def _input_digest(data: str) -> str:
     from persondet.data import RUN_ID
 
     return f"prepare:{data.strip()}" if RUN_ID.match(data.strip()) else f"data:{data}"
-
-
-def _credentials_archive(user: str, password: str) -> bytes:
-    """A tar holding ``.mlflow/credentials`` (mode 600) for ``put_archive`` into the container's /root."""
-    user, password = user.replace("%", "%%"), password.replace("%", "%%")  # configparser interpolates %
-    data = f"[mlflow]\nmlflow_tracking_username = {user}\nmlflow_tracking_password = {password}\n".encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        folder = tarfile.TarInfo(".mlflow")
-        folder.type, folder.mode = tarfile.DIRTYPE, 0o700
-        tar.addfile(folder)
-        member = tarfile.TarInfo(".mlflow/credentials")
-        member.size, member.mode = len(data), 0o600
-        tar.addfile(member, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def launch(config: LaunchConfig) -> dict:

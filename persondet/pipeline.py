@@ -23,7 +23,7 @@ from persondet.config import MainConfig
 from persondet.datasets import SOURCES, is_merged, mix_sources
 from persondet.errors import PersondetError
 from persondet.model_names import resolve_model
-from persondet.tracking import RunHandle, open_run
+from persondet.tracking import RunHandle, open_run, run_name
 from persondet.tracking.projects import export_step_environment, run_project
 from persondet.tracking.search import find_finished
 
@@ -49,6 +49,10 @@ class StepRecord:
 @dataclass
 class Study:
     steps: list[StepRecord] = field(default_factory=list)
+    test_name: str = ""
+
+    def run_ids(self, entry_point: str) -> list[str]:
+        return [s.run_id for s in self.steps if s.entry_point == entry_point]
 
 
 def git_commit(root: Path = REPO_ROOT) -> str | None:
@@ -184,11 +188,9 @@ def check_study(config: MainConfig) -> CheckedInputs:
     from persondet.config import PrepareConfig, TrainConfig
     from persondet.distributed import device_for
 
-    given_roots(config)  # a root given that is no directory, named as such
     prepare_settings = PrepareConfig(**{s.root_param: getattr(config, s.root_param) for s in SOURCES.values()
                                         if hasattr(config, s.root_param)}, cuhk_split="all")
-    for name in sorted({name for mix in config.mix_list() for name in mix_sources(mix)}):
-        given = getattr(config, SOURCES[name].root_param, "")
+    for name, given in given_roots(config).items():  # a mistyped root: before any demo data is written
         if given:
             SOURCES[name].check_root(Path(given).expanduser().resolve(), prepare_settings)
     test_set, test_parameters = _test_set(config)
@@ -242,9 +244,10 @@ def run_study(config: MainConfig, runner: Runner, checked: CheckedInputs | None 
     is keyed on its inputs: the sources' root digests, the prepare run, the test set's listing digest, the
     evaluation runs, and all of them for the report.
     """
+    digests = source_digests(config)  # the data prepare reads
     checked = checked or check_study(config)
     test_set = checked.test_set
-    digests = source_digests(config)  # the data prepare reads
+    runner.study.test_name = test_set.name
     root_settings = {s.root_param: getattr(config, s.root_param) for s in SOURCES.values()
                      if hasattr(config, s.root_param)}
     prepared: dict[str, str] = {}
@@ -277,9 +280,9 @@ def run_study(config: MainConfig, runner: Runner, checked: CheckedInputs | None 
 def main(config: MainConfig) -> dict[str, Any]:
     """The whole study in ``config.experiment``, each step a child run of this ``main`` run."""
     start = time.time()
-    checked = check_study(config)  # before any run, step or demo data: a bad input is one line in seconds
+    checked = check_study(config)  # before any run: a bad input is one line in seconds
     export_step_environment(config.experiment)
-    with open_run("main", run_name="main") as run:
+    with open_run("main", run_name=run_name("main")) as run:
         run.log_params(config.to_params())
         study = run_study(config, Runner(config.experiment, git_commit()), checked)
         seconds = time.time() - start
@@ -289,4 +292,19 @@ def main(config: MainConfig) -> dict[str, Any]:
                                                          for i, s in enumerate(study.steps)})[:5000]})
     print(f"persondet main: {len(study.steps)} steps, {len(ran)} run, {len(study.steps) - len(ran)} re-used, "
           f"{seconds:.0f} s")
-    return {"run_id": run.run_id, "seconds": seconds, "steps": study.steps}
+    summary = _summary(study)
+    print(summary)
+    return {"run_id": run.run_id, "seconds": seconds, "steps": study.steps, "summary": summary}
+
+
+def _summary(study: Study) -> str:
+    """What the study produced (``summary.study_summary``) from its step runs."""
+    from persondet.summary import study_summary
+    from persondet.tracking.search import get_run
+
+    def last(entry_point: str):
+        ids = study.run_ids(entry_point)
+        return get_run(ids[-1]) if ids else None
+
+    train_runs = [run for run in map(get_run, study.run_ids("train")) if run is not None]
+    return study_summary(train_runs, study.test_name, last("promote"), last("report"))

@@ -26,7 +26,7 @@ from persondet.formats.coco import read_coco_persons
 from persondet.formats.imagefiles import image_sizes
 from persondet.formats.merge import SourceSet, merge, write_dataset
 from persondet.stats import dataset_stats, draw_checks, plot_relative_sizes, relative_sizes, write_stats
-from persondet.tracking import open_run
+from persondet.tracking import open_run, run_name
 
 ARTIFACT_DIR = "prepared"
 TRAIN_JSON = "train.json"
@@ -69,7 +69,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         stage = Path(tmp) / "prepared"
         stage.mkdir()
         artifacts = _write_outputs(dataset, stats, sizes, counts, stage, config.check_images)
-        with open_run("prepare", tags={"dataset_mix": mix}) as run:
+        with open_run("prepare", run_name=run_name("prepare", mix=mix), tags={"dataset_mix": mix}) as run:
             run.log_params(config.to_params())
             run.set_tags({"persondet.data_digest": meta["digest"], "dataset_mix": mix,
                           **{f"persondet.root.{k}": v for k, v in meta["roots"].items()}})

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from persondet.config import PromoteConfig
 from persondet.datasets import is_merged
 from persondet.errors import PersondetError
-from persondet.tracking import open_run
+from persondet.tracking import open_run, run_name
 from persondet.tracking.registry import model_versions, promote_version, set_version_tags, version_by_alias
 from persondet.tracking.search import get_run
+from persondet.summary import REASON_TAG
 
 
 @dataclass
@@ -174,8 +175,8 @@ def promote(config: PromoteConfig) -> PromoteResult:
 
 def _log_run(config: PromoteConfig, decision: str, reason: str, champion: str, test_name: str,
              digest: str, table: str) -> None:
-    with open_run("promote", run_name=f"promote by {config.metric}",
-                  tags={"persondet.decision": decision, "persondet.champion_version": champion,
+    with open_run("promote", run_name=run_name("promote"),
+                  tags={"persondet.decision": decision, REASON_TAG: reason, "persondet.champion_version": champion,
                         "persondet.test_name": test_name, "persondet.test_digest": digest}) as run:
         run.log_params(config.to_params())
         with tempfile.TemporaryDirectory() as tmp:

@@ -26,20 +26,10 @@ from persondet.config import PrepareConfig, ReportConfig
 from persondet.datasets import BASELINE_MIX, SOURCES, is_merged, mix_name, mix_problem, mix_sort_key
 from persondet.errors import PersondetError
 from persondet.servers import SERVER_TAG
-from persondet.tracking import open_run
+from persondet.tracking import open_run, run_name
 from persondet.tracking.search import download_artifact, get_run, search_runs
-
-
-def _num(text: Any) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def _sort_key(value: str):
-    number = _num(value)
-    return (0, number, "") if number is not None else (1, 0.0, value)
+from persondet.summary import (ap50_cells, ap50_table, as_number, champion_text, compare_runs_url,
+                               experiment_url, markdown_table, ui_hint)
 
 
 # --- tables ---------------------------------------------------------------------------------------
@@ -75,7 +65,7 @@ def datasets_table(prepare_runs, workdir: str) -> list[list[str]]:
                 continue
             name = mix if key in ("merged", "all", "total") else dataset_label(key, run.data.params)
             if name not in rows:
-                rel = _num(value.get("avg_rel_size"))
+                rel = as_number(value.get("avg_rel_size"))
                 rows[name] = [name, str(value.get("images", "")), str(value.get("objects", "")),
                               "" if rel is None else f"{rel:.4f}"]
     ordered = sorted(rows.values(), key=lambda r: mix_sort_key(r[0].split(" ")[0]))
@@ -89,7 +79,7 @@ def training_setup(params: dict[str, str]) -> str:
     model = params.get("model_resolved") or params.get("model", "")
     low = params.get("min_size_resolved") or params.get("min_size", "")
     high = params.get("max_size_resolved") or params.get("max_size", "")
-    size = f"{low}/{high}px" if _num(low) is not None and _num(high) is not None else ""
+    size = f"{low}/{high}px" if as_number(low) is not None and as_number(high) is not None else ""
     amp = params.get("amp", "none")
     return " ".join(part for part in (model, size, "" if amp in ("", "none") else amp) if part)
 
@@ -104,7 +94,7 @@ def speed_table(train_runs) -> dict[tuple[str, int], float]:
     values: dict[tuple[str, int], list[float]] = defaultdict(list)
     for run in train_runs:
         t = run.data.metrics.get("time_per_iter_s")
-        bs = _num(run.data.params.get("batch_size"))
+        bs = as_number(run.data.params.get("batch_size"))
         if t is None or bs is None:
             continue
         gpu = run.data.params.get("gpu_type", "?")
@@ -167,24 +157,6 @@ def comparable_runs(train_runs, test_name: str) -> tuple[list, str]:
     return runs, caption
 
 
-def ap50_table(train_runs, test_name: str) -> list[list[str]]:
-    """AP50 on ``test_name``: dataset mix as rows, batch size as columns (the newest run per cell); give it
-    ``comparable_runs``' runs."""
-    cells: dict[tuple[str, str], float] = {}
-    for run in train_runs:  # newest first
-        value = run.data.metrics.get(f"{test_name}/AP50")
-        if value is None:
-            continue
-        key = (run.data.params.get("dataset_mix", "?"), run.data.params.get("batch_size", "?"))
-        cells.setdefault(key, value)
-    mixes = sorted({m for m, _ in cells}, key=mix_sort_key)
-    sizes = sorted({b for _, b in cells}, key=_sort_key)
-    table = [["dataset_mix \\ batch_size", *sizes]]
-    for m in mixes:
-        table.append([m, *[f"{cells[(m, b)]:.4f}" if (m, b) in cells else "-" for b in sizes]])
-    return table
-
-
 def test_set_row(train_runs, test_name: str, workdir: Path) -> list[str] | None:
     """The test set as a dataset-table row (images, objects, avg_rel_size), from the ``test_stats.json``
     the newest evaluation of these runs logged; None when none did."""
@@ -193,7 +165,7 @@ def test_set_row(train_runs, test_name: str, workdir: Path) -> list[str] | None:
         local = download_artifact(run_id, "evaluation/test_stats.json", str(workdir / run_id)) if run_id else None
         if local:
             stats = json.loads(Path(local).read_text())
-            rel = _num(stats.get("avg_rel_size"))
+            rel = as_number(stats.get("avg_rel_size"))
             return [f"{test_name} (test set)", str(stats.get("images", "")), str(stats.get("objects", "")),
                     "" if rel is None else f"{rel:.4f}"]
     return None
@@ -300,17 +272,22 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def _markdown(rows: list[list[str]]) -> str:
-    if not rows:
-        return ""
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines) + "\n"
+def outcome_html(champion: str, compare_url: str, compared: int, runs_url: str) -> str:
+    """The study's outcome: the champion and why, and links to the MLflow UI: the experiment's runs and the
+    comparison of the runs in the AP50 table."""
+    parts = ["<h2>Outcome</h2>", f"<p id='champion'>{html.escape(champion)}</p>"]
+    if compare_url:
+        hint = ui_hint()
+        parts.append(f"<p>In the MLflow UI{f' (after <code>{html.escape(hint)}</code>)' if hint else ''}: "
+                     f"<a id='experiment-runs' href='{html.escape(runs_url)}'>the experiment's runs</a>, "
+                     f"<a id='compare-runs' href='{html.escape(compare_url)}'>Compare the {compared} training "
+                     "runs</a></p>")
+    return "".join(parts)
 
 
 def render_html(experiment: str, test_name: str, stats, speed_tab, ratios, ap_tab, chart, examples,
-                caption: str = "") -> str:
-    parts = [f"<h1>persondet study: {html.escape(experiment)}</h1>",
+                caption: str = "", outcome: str = "") -> str:
+    parts = [f"<h1>persondet study: {html.escape(experiment)}</h1>", outcome,
              "<h2>Datasets</h2>", _html_table(stats),
              "<h2>Training speed (time per batch)</h2>", _html_table(speed_tab)]
     parts += [_html_table(m) for m in ratios]
@@ -349,14 +326,21 @@ def report(config: ReportConfig) -> dict[str, Any]:
         if test_row:
             stats.append(test_row)
         examples = side_by_side(compared, test_name, config.examples, out, Path(tmp) / "evaluations")
+        in_table = list(ap50_cells(compared, test_name).values())
+        promote_runs = search_runs(config.experiment, "promote", "FINISHED")
+        champion = champion_text(promote_runs[0] if promote_runs else None)
+        compare_url = compare_runs_url([r.info.run_id for r in in_table],
+                                       [r.info.experiment_id for r in in_table]) if in_table else ""
+        outcome = outcome_html(champion, compare_url, len(in_table),
+                               experiment_url(in_table[0].info.experiment_id) if in_table else "")
         page = render_html(config.experiment, test_name, stats, speed_tab, ratios, ap_tab, chart, examples,
-                           caption)
+                           caption, outcome)
         (out / "report.html").write_text(page)
         (out / "tables.md").write_text(
-            "## datasets\n\n" + _markdown(stats) + "\n## time per batch\n\n" + _markdown(speed_tab) + "\n"
-            + "".join(_markdown(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n{caption}\n\n"
-            + _markdown(ap_tab))
-        with open_run("report", run_name=f"report {config.experiment}",
+            "## datasets\n\n" + markdown_table(stats) + "\n## time per batch\n\n" + markdown_table(speed_tab) + "\n"
+            + "".join(markdown_table(m) + "\n" for m in ratios) + f"## AP50 on {test_name}\n\n{caption}\n\n"
+            + markdown_table(ap_tab))
+        with open_run("report", run_name=run_name("report"),
                       tags={"persondet.test_name": test_name}) as run:
             run.log_params(config.to_params())
             run.log_artifacts(str(out), "report")
@@ -369,7 +353,7 @@ def report(config: ReportConfig) -> dict[str, Any]:
             tmp_html.write_text(page)
             os.replace(tmp_html, target / "report.html")
             html_path = str(target / "report.html")
-    print(_markdown(ap_tab) if len(ap_tab) > 1 else "no AP50 results yet")
+    print(markdown_table(ap_tab) if len(ap_tab) > 1 else "no AP50 results yet")
     return {"run_id": run_id, "test_name": test_name, "ap50": ap_tab, "ap50_caption": caption,
-            "speed": speed_tab, "ratios": ratios,
+            "champion": champion, "compare_url": compare_url, "speed": speed_tab, "ratios": ratios,
             "stats": stats, "examples": len(examples), "html": html_path}

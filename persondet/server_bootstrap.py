@@ -19,6 +19,7 @@ from pathlib import Path
 from persondet.errors import PersondetError
 from persondet.model_names import REGISTERED_MODEL as REGISTERED_MODEL_NAME
 from persondet.tracking.store import DEFAULT_EXPERIMENT as EXPERIMENT_NAME
+from persondet.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 TEAM_PERMISSION = "EDIT"
 
@@ -103,7 +104,7 @@ def _ensure_users(auth, admin: str, admin_password: str, team: list[Member]) -> 
 
 def _ensure_names(backend_uri: str) -> str:
     """The ``persondet`` experiment (restored if deleted) and registered model; returns the experiment id."""
-    from mlflow.entities import LifecycleStage
+    from mlflow.entities import ExperimentTag, LifecycleStage
     from mlflow.exceptions import MlflowException
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
@@ -112,13 +113,16 @@ def _ensure_names(backend_uri: str) -> str:
     # The artifact root `mlflow server --serve-artifacts` gives the experiments it creates.
     tracking = TrackingStore(backend_uri, resolve_default_artifact_root(True, None, backend_uri))
     experiment = tracking.get_experiment_by_name(EXPERIMENT_NAME)
+    kind = ExperimentTag(EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     if experiment is None:
-        experiment_id = tracking.create_experiment(EXPERIMENT_NAME)
+        experiment_id = tracking.create_experiment(EXPERIMENT_NAME, tags=[kind])
         print(f"persondet: created the experiment {EXPERIMENT_NAME!r}", file=sys.stderr, flush=True)
     else:
         experiment_id = experiment.experiment_id
         if experiment.lifecycle_stage == LifecycleStage.DELETED:
             tracking.restore_experiment(experiment_id)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            tracking.set_experiment_tag(experiment_id, kind)
     registry = RegistryStore(backend_uri)
     try:
         registry.get_registered_model(REGISTERED_MODEL_NAME)

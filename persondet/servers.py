@@ -14,8 +14,10 @@ Every error names the file, the server and the value, on one line.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,3 +234,18 @@ def check_gpus(server: Server, client, image: str) -> None:
     seen = int(out.split()[-1])
     if seen < server.gpu_count:
         raise PersondetError(f"server {server.name}: gpus={server.gpu_count} but the container sees {seen}")
+
+
+def credentials_archive(user: str, password: str) -> bytes:
+    """A tar holding ``.mlflow/credentials`` (mode 600) for ``put_archive`` into the container's /root."""
+    user, password = user.replace("%", "%%"), password.replace("%", "%%")  # configparser interpolates %
+    data = f"[mlflow]\nmlflow_tracking_username = {user}\nmlflow_tracking_password = {password}\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo(".mlflow")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o700
+        tar.addfile(folder)
+        member = tarfile.TarInfo(".mlflow/credentials")
+        member.size, member.mode = len(data), 0o600
+        tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()

@@ -143,7 +143,7 @@ class Objective:
 
         state = "FAIL"
         try:
-            results = train(train_config, on_epoch_end=on_epoch_end, run_id=run.run_id)
+            results = train(train_config, on_epoch_end=on_epoch_end, run_id=run.run_id, keep_name=True)
             state = "COMPLETE"
         except optuna.TrialPruned:
             state = "PRUNED"

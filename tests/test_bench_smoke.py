@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,7 +23,7 @@ def _run(name: str, *args: str, tmp_path: Path, timeout: int = 600) -> subproces
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize("name", SCRIPTS + ("demo_sweep",))
 def test_help(name, tmp_path):
     result = _run(name, "--help", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -48,6 +49,9 @@ def test_smoke_run_writes_a_table(name, tmp_path):
     ("data_loading", ["--images", "3"], "--images=3 must be at least twice"),
     ("tracking_overhead", ["--iters", "0"], "--iters=0"),
     ("gpu_train_throughput", ["--batch-sizes", "8,x"], "--batch-sizes='8,x'"),
+    ("demo_sweep", ["--mixes", "coco,citypersons"], "--mixes='coco,citypersons'"),
+    ("demo_sweep", ["--data", "huge"], "--data='huge' is not a variant"),
+    ("demo_sweep", ["--seeds", "-1"], "--seeds='-1'"),
     ("auth_throughput", ["--clients", "0"], "--clients=0, --calls=200: both must be >= 1"),
     ("evaluation_correctness", ["--detections-per-image", "-1"], "--detections-per-image=-1 must be >= 0"),
 ])
@@ -58,6 +62,17 @@ def test_bad_input_is_one_line_and_writes_nothing(name, args, message, tmp_path)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("persondet: error: ") and message in lines[0], result.stderr
     assert not output.exists()
+
+
+@pytest.mark.slow
+def test_demo_sweep_smoke_run_trains_evaluates_and_times_the_loop(tmp_path):
+    output = tmp_path / "demo_sweep.md"
+    result = _run("demo_sweep", "--smoke", "--data", "default", "--output", str(output), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    row = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert row["updates"] == 2 and 0.0 <= row["AP50"] <= 1.0
+    assert 0 < row["loop_cpu_s"] < row["train_call_cpu_s"]  # the loop was timed, inside the whole call
+    assert "| coco+cuhk | 2 | 0 | 2 |" in output.read_text()
 
 
 def test_collect_builds_the_document_and_says_what_is_unmeasured(tmp_path):

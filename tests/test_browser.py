@@ -1,6 +1,8 @@
-"""A real browser on the MLflow UI of the test tracking server: headless Chromium (with basic-auth
-credentials) shows the comparison of training runs with gpu_type, batch_size, dataset_mix, train_time_s
-and AP50.  The screenshot is kept under $PERSONDET_TEST_ARTIFACTS (else the test's tmp dir)."""
+"""What a person sees after a study, in a real browser: headless Chromium (with basic-auth credentials) on
+the MLflow UI of the test tracking server opens the experiment on its runs table (the run names say what
+each run is), the compare-runs link a study prints (gpu_type, batch_size, dataset_mix, train_time_s and
+<test>/AP50 of the six trainings), and the report's page (its tables and images render).  The screenshots
+are kept under $PERSONDET_TEST_ARTIFACTS (else the test's tmp dir); the test prints their paths."""
 
 from __future__ import annotations
 
@@ -20,14 +22,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1600,1000"]
-RUNS = [  # what three training runs of the study log (the product's contract names)
-    {"gpu_type": "NVIDIA V100-SXM2-16GB", "gpu_count": "4", "batch_size": "8", "dataset_mix": "coco",
-     "train_time_s": 32400.0, "AP50": 0.712},
-    {"gpu_type": "NVIDIA A100-SXM4-40GB", "gpu_count": "8", "batch_size": "8", "dataset_mix": "coco+cuhk",
-     "train_time_s": 12600.0, "AP50": 0.741},
-    {"gpu_type": "NVIDIA A100-SXM4-40GB", "gpu_count": "8", "batch_size": "16", "dataset_mix": "coco+cuhk",
-     "train_time_s": 11900.0, "AP50": 0.733},
-]
+# what the six training runs of a study log (the product's contract names): 3 mixes x 2 batch sizes
+RUNS = [{"gpu_type": gpu, "gpu_count": count, "batch_size": batch, "dataset_mix": mix, "train_time_s": time_s,
+         "time_per_iter_s": time_s / 1000, "AP50": ap50}
+        for gpu, count, batch, mix, time_s, ap50 in (
+            ("NVIDIA V100-SXM2-16GB", 4, 8, "coco", 32400.0, 0.712),
+            ("NVIDIA V100-SXM2-16GB", 4, 16, "coco", 30100.0, 0.705),
+            ("NVIDIA A100-SXM4-40GB", 8, 8, "cuhk", 9800.0, 0.433),
+            ("NVIDIA A100-SXM4-40GB", 8, 16, "cuhk", 9100.0, 0.428),
+            ("NVIDIA A100-SXM4-40GB", 8, 8, "coco+cuhk", 12600.0, 0.741),
+            ("NVIDIA A100-SXM4-40GB", 8, 16, "coco+cuhk", 11900.0, 0.733))]
 
 
 def _binaries() -> tuple[str, str]:
@@ -76,43 +80,82 @@ def _wait_for_text(driver, texts, timeout_s: float = 90) -> str:
     raise AssertionError(f"the page never showed {missing}; it shows:\n{body[:3000]}")
 
 
-def test_mlflow_ui_compares_training_runs_by_gpu_batch_size_mix_time_and_ap50(tracking_server, browser,
-                                                                              monkeypatch, tmp_path):
+def _screenshot(driver, tmp_path: Path, name: str) -> Path:
+    path = _artifacts_dir(tmp_path) / name
+    assert driver.save_screenshot(str(path)) and path.stat().st_size > 10_000
+    print(f"screenshot: {path}")
+    return path
+
+
+def _log_study(experiment: str) -> list[str]:
+    """Six training runs logged the way persondet names and logs them, into ``experiment``."""
+    from persondet.tracking import hardware_label, open_run, run_name
+
+    run_ids = []
+    for values in RUNS:
+        name = run_name("train", mix=values["dataset_mix"], batch_size=values["batch_size"],
+                        hardware=hardware_label(values["gpu_type"], values["gpu_count"]))
+        with open_run("train", run_name=name) as run:
+            run.log_params({k: values[k] for k in ("gpu_type", "gpu_count", "batch_size", "dataset_mix")})
+            run.log_metrics({"train_time_s": values["train_time_s"], "time_per_iter_s": values["time_per_iter_s"],
+                             "inhouse/AP50": values["AP50"]})
+            run_ids.append(run.run_id)
+    return run_ids
+
+
+def test_a_person_sees_the_runs_table_the_comparison_and_the_report(tracking_server, browser, monkeypatch, tmp_path):
     from mlflow import MlflowClient
 
-    for name, value in tracking_server.client_env().items():
+    from persondet.config import ReportConfig
+    from persondet.report import report
+    from persondet.summary import compare_runs_url, experiment_url
+
+    experiment = f"study-{uuid.uuid4().hex[:6]}"
+    for name, value in {**tracking_server.client_env(), "MLFLOW_EXPERIMENT_NAME": experiment}.items():
         monkeypatch.setenv(name, value)
-    client = MlflowClient(tracking_uri=tracking_server.uri)
-    experiment_id = client.create_experiment(f"ui-compare-{uuid.uuid4().hex[:6]}")
-    run_ids = []
-    for i, values in enumerate(RUNS):
-        run = client.create_run(experiment_id, run_name=f"train-{values['dataset_mix']}-bs{values['batch_size']}-{i}",
-                                tags={"persondet.entry_point": "train"})
-        for key in ("gpu_type", "gpu_count", "batch_size", "dataset_mix"):
-            client.log_param(run.info.run_id, key, values[key])
-        client.log_metric(run.info.run_id, "train_time_s", values["train_time_s"])
-        client.log_metric(run.info.run_id, "AP50", values["AP50"])
-        client.set_terminated(run.info.run_id)
-        run_ids.append(run.info.run_id)
+    monkeypatch.chdir(tmp_path)
+    run_ids = _log_study(experiment)
+    experiment_id = MlflowClient(tracking_uri=tracking_server.uri).get_experiment_by_name(experiment).experiment_id
+    names = ["train coco b8 v100x4", "train coco b16 v100x4", "train cuhk b8 a100x8", "train cuhk b16 a100x8",
+             "train coco+cuhk b8 a100x8", "train coco+cuhk b16 a100x8"]
 
     # Basic auth for every request the page makes (document, scripts, the app's API calls).
     token = base64.b64encode(f"{tracking_server.username}:{tracking_server.password}".encode()).decode()
     browser.execute_cdp_cmd("Network.enable", {})
     browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
-    query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])})
-    browser.get(f"{tracking_server.uri}/#/compare-runs?{query}")
 
-    body = _wait_for_text(browser, ["gpu_type", "batch_size", "dataset_mix", "train_time_s", "AP50",
-                                    "NVIDIA A100-SXM4-40GB", "NVIDIA V100-SXM2-16GB", "coco+cuhk"])
-    # Scroll the run-details table (its gpu_type row) into view: that is what the screenshot keeps.
+    # 1. the experiment's runs link a study prints opens on the training runs, not on the GenAI overview
+    browser.get(experiment_url(experiment_id))
+    _wait_for_text(browser, ["Run Name", *names])
+    assert f"/experiments/{experiment_id}/runs" in browser.current_url, browser.current_url
+    _screenshot(browser, tmp_path, "mlflow-ui-experiment-runs.png")
+
+    # 2. the compare link a study prints: the six trainings side by side
+    link = compare_runs_url(run_ids, [experiment_id])
+    assert link.startswith(f"{tracking_server.uri}/#/compare-runs?")
+    browser.set_window_size(2400, 1300)  # six runs' columns side by side (the table scrolls sideways)
+    browser.get(link)
+    body = _wait_for_text(browser, ["gpu_type", "batch_size", "dataset_mix", "train_time_s", "inhouse/AP50",
+                                    "NVIDIA A100-SXM4-40GB", "NVIDIA V100-SXM2-16GB", "coco+cuhk", *names])
     row = browser.find_element("xpath", "//*[normalize-space(text())='gpu_type']")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", row)
     time.sleep(1)
-    screenshot = _artifacts_dir(tmp_path) / "mlflow-ui-compare-runs.png"
-    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
-    print(f"screenshot of the MLflow run comparison: {screenshot}")
-
+    _screenshot(browser, tmp_path, "mlflow-ui-compare-runs.png")
     for values in RUNS:  # each run's values are on the page
         assert f"{values['AP50']}" in body and values["gpu_type"] in body
-    assert "0.741" in body and "12600" in body.replace(",", "")
-    assert "Unauthorized" not in body
+    assert "12600" in body.replace(",", "") and "Unauthorized" not in body
+
+    # 3. the report's page: its tables and images render, its compare link is the same comparison
+    result = report(ReportConfig(experiment=experiment, output_dir=str(tmp_path / "report"), examples=0))
+    browser.get((tmp_path / "report" / "report.html").as_uri())
+    body = _wait_for_text(browser, ["AP50 on inhouse", "Training speed", "coco+cuhk", "0.7410", "Outcome",
+                                    "Compare the 6 training runs"], timeout_s=30)
+    tables = browser.find_elements("tag name", "table")
+    assert len(tables) >= 3 and all(t.size["height"] > 0 for t in tables)
+    images = browser.find_elements("tag name", "img")
+    assert images and all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) > 0
+                          for i in images)
+    href = browser.find_element("id", "compare-runs").get_attribute("href")
+    assert href == result["compare_url"]
+    assert sorted(json.loads(urllib.parse.parse_qs(href.split("?", 1)[1])["runs"][0])) == sorted(run_ids)
+    _screenshot(browser, tmp_path, "report.png")

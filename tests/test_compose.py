@@ -422,6 +422,7 @@ def test_init_bootstraps_admin_team_and_the_persondet_names_and_rotates_the_admi
     experiment = TrackingStore(env["MLFLOW_BACKEND_STORE_URI"], "mlflow-artifacts:/").get_experiment_by_name(
         "persondet")
     assert experiment.artifact_location == f"mlflow-artifacts:/{experiment.experiment_id}"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on its runs
     assert RegistryStore(env["MLFLOW_BACKEND_STORE_URI"]).get_registered_model("persondet").name == "persondet"
     assert auth.get_experiment_permission(experiment.experiment_id, "member").permission == "EDIT"
     assert auth.get_registered_model_permission("persondet", "member").permission == "EDIT"

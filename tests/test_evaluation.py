@@ -95,6 +95,8 @@ def test_evaluate_logs_run_and_training_run(env):
     client = mlflow.MlflowClient()
     run = client.get_run(result["run_id"])
     assert run.data.tags["persondet.entry_point"] == "evaluate"
+    trained_name = client.get_run(env["run_id"]).info.run_name
+    assert run.info.run_name == f"evaluate {trained_name} on inhouse"
     assert run.data.tags["persondet.leakage"] == "false"
     assert run.data.params["model_uri"] == "models:/persondet@champion"
     assert run.data.params["test_digest"] == result["test_digest"]
@@ -320,3 +322,10 @@ def test_the_device_is_chosen_and_logged(env):
     if not torch.cuda.is_available():
         with pytest.raises(PersondetError, match="device=cuda but no CUDA device is visible"):
             evaluate(_config(env, model_uri=f"runs:/{env['run_id']}/model", device="cuda"))
+
+
+def test_evaluate_logs_the_same_metrics_at_batch_1_and_8(env):
+    """The step itself (its mixed-size test set resizes to several shapes): batch size changes nothing."""
+    runs = [evaluate(_config(env, model_uri=f"runs:/{env['run_id']}/model", examples=0, batch_size=b,
+                             log_to_training_run=False, workers=0)) for b in (1, 8)]
+    assert runs[0]["metrics"] == runs[1]["metrics"] and runs[0]["detections"] == runs[1]["detections"] > 0

@@ -17,8 +17,8 @@ import yaml
 from native_services import free_port
 from persondet.config import LaunchConfig
 from persondet.errors import PersondetError
-from persondet.launch import Launcher, _credentials_archive, launch
-from persondet.servers import Server, connect, read_servers
+from persondet.launch import Launcher, launch
+from persondet.servers import Server, connect, credentials_archive, read_servers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def test_each_server_and_batch_size_is_one_training_and_multi_node_joins_the_ser
 def test_the_credentials_file_put_into_a_container_is_what_mlflow_reads(tmp_path, monkeypatch):
     from mlflow.utils.credentials import read_mlflow_creds
 
-    archive = _credentials_archive("alice", "p%ss w0rd")
+    archive = credentials_archive("alice", "p%ss w0rd")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         modes = {m.name: m.mode for m in tar.getmembers()}
         tar.extractall(tmp_path, filter="data")

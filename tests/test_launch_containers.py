@@ -157,7 +157,7 @@ def test_ctrl_c_removes_every_container_and_no_password_is_in_their_configuratio
             assert container.attrs["HostConfig"]["NetworkMode"] == "host"
             assert container.attrs["HostConfig"]["Binds"] == [f"{data.parent}:{data.parent}:ro"]
         launcher.send_signal(signal.SIGINT)
-        out, err = launcher.communicate(timeout=120)
+        out, err = launcher.communicate(timeout=300)  # a loaded engine can take a while to kill
     finally:
         if launcher.poll() is None:
             launcher.kill()

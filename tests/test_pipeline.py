@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,7 @@ def _counts():
 
 @pytest.mark.slow
 @pytest.mark.skipif(git_commit() is None, reason="needs the repository's git checkout")
-def test_main_runs_the_study_then_reuses_every_step(store):
+def test_main_runs_the_study_then_reuses_every_step(store, capsys):
     import mlflow
 
     config = MainConfig.from_strings({"mixes": "coco,coco+cuhk", "batch_sizes": "2", "epochs": "1",
@@ -139,6 +140,30 @@ def test_main_runs_the_study_then_reuses_every_step(store):
     assert all("inhouse/AP50" in r.data.metrics for r in train_runs)
     assert all(r.data.tags["mlflow.source.git.commit"] == commit for r in train_runs)
     report_run = next(s.run_id for s in first["steps"] if s.entry_point == "report")
+    # every run is named for what it is, the steps nested under main's run
+    names = {s.run_id: client.get_run(s.run_id).info.run_name for s in first["steps"]}
+    assert [names[s.run_id] for s in first["steps"] if s.entry_point != "evaluate"] == [
+        "prepare coco", "prepare coco+cuhk", "train coco b2 cpu", "train coco+cuhk b2 cpu", "promote", "report"]
+    evaluations = [s.run_id for s in first["steps"] if s.entry_point == "evaluate"]
+    assert [names[e] for e in evaluations] == ["evaluate train coco b2 cpu on inhouse",
+                                                "evaluate train coco+cuhk b2 cpu on inhouse"]
+    main_run = client.get_run(first["run_id"])
+    assert main_run.info.run_name == "main"
+    assert all(client.get_run(s.run_id).data.tags["mlflow.parentRunId"] == first["run_id"] for s in first["steps"])
+    experiment = client.get_experiment(main_run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # main ends by saying what happened: AP50 table, champion and why, the report, the compare link
+    out = capsys.readouterr().out
+    summary = first["summary"]
+    assert summary in out and "AP50 on inhouse (dataset_mix x batch_size):" in summary
+    assert "| coco | " in summary and "| coco+cuhk | " in summary
+    assert f"champion: persondet v{champion.version} (dataset_mix coco+cuhk, batch_size 2)" in summary
+    assert "why: v" in summary
+    report_artifacts = client.get_run(report_run).info.artifact_uri
+    assert f"report: {report_artifacts}/report/report.html" in summary
+    link = summary.splitlines()[-1]
+    assert link.startswith("http://127.0.0.1:5000/#/compare-runs?runs=")
+    assert all(urllib.parse.quote(run.info.run_id) in link for run in train_runs)
     html = mlflow.artifacts.download_artifacts(run_id=report_run, artifact_path="report/report.html",
                                                dst_path=str(store / "dl"))
     assert "coco+cuhk" in Path(html).read_text()

@@ -69,7 +69,7 @@ def test_coco_tiny_end_to_end(tmp_path, tracking):
     assert run.data.metrics["coco/images"] == 40 and run.data.metrics["merged/objects"] == 140
     assert run.data.metrics["merged/avg_rel_size"] == pytest.approx(result.stats["merged"]["avg_rel_size"])
     assert run.data.tags["persondet.data_digest"] == result.digest == dataset["persondet"]["digest"]
-    assert run.data.tags["dataset_mix"] == "coco"
+    assert run.data.tags["dataset_mix"] == "coco" and run.info.run_name == "prepare coco"
     inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"coco", "prepared:coco"}
     assert inputs["prepared:coco"].dataset.digest == result.digest[:32]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import urllib.parse
 from unittest.mock import ANY
 
 import pytest
@@ -110,6 +112,12 @@ def test_report_rebuilds_the_study(tmp_path, monkeypatch):
     page = (tmp_path / "out" / "report.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 3  # speed chart + 2 examples
     assert "Tesla V100-SXM2-16GB x4" in page and "cpu" in page
+    # the outcome: the champion (none: nothing was promoted) and the MLflow UI's comparison of the AP50 runs
+    assert "no champion yet" in page and result["champion"].startswith("no champion yet")
+    link = re.search(r"<a id='compare-runs' href='([^']+)'>Compare the 2 training runs</a>", page)
+    assert link and html.unescape(link.group(1)) == result["compare_url"]
+    query = urllib.parse.parse_qs(result["compare_url"].split("#/compare-runs?", 1)[1])
+    assert sorted(json.loads(query["runs"][0])) == sorted(runs.values())
     artifacts = {a.path for a in client.list_artifacts(result["run_id"], "report")}
     assert {"report/report.html", "report/time_per_batch.png", "report/tables.md"} <= artifacts
     assert client.get_run(result["run_id"]).data.tags["persondet.entry_point"] == "report"

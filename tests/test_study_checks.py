@@ -4,7 +4,6 @@ model, the backbone weights, each training's settings) is checked before the fir
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -61,7 +60,7 @@ def test_the_person_category_is_checked_before_anything_runs(study):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"coco_root": "{root}/nowhere"}, "coco_root='.*nowhere': folder not found"),
+    ({"coco_root": "{root}/nowhere"}, "coco_root='.*nowhere': no such directory"),
     ({"coco_root": "{root}"}, "coco_root=.*cannot read .*instances_train2017.json"),
     ({"mixes": "coco+cuhk", "cuhk_root": "{citypersons}"}, "Images.mat"),
     ({"mixes": "coco+citypersons", "citypersons_root": "{citypersons}"}, "citypersons_root=.*no image folder"),
@@ -87,14 +86,19 @@ def test_each_bad_input_is_one_line_before_the_first_step(study, changes, messag
     assert _no_runs(study)
 
 
-def test_main_exposes_what_a_study_needs():
-    """The settings the issue names are main's, with train's names (one name per idea)."""
-    from persondet.config import TrainConfig
+def test_main_and_tune_expose_what_a_study_needs():
+    """The settings a real study needs are main's (and tune's backbone setting), with train's names (one
+    name per idea), and `mlflow run` passes them (MLproject)."""
+    import yaml
 
-    main_fields = set(MainConfig.__dataclass_fields__)
-    for name in ("person_category", "weights_backbone", "init", "device", "amp", "nproc", "min_size",
-                 "max_size", "workers"):
-        assert name in main_fields, name
-    assert {"weights_backbone", "init", "device", "amp", "nproc", "min_size", "max_size",
-            "workers"} <= set(TrainConfig.__dataclass_fields__)
-    assert shutil.which("python") is not None
+    from persondet.config import TrainConfig, TuneConfig
+
+    needed = {"person_category", "weights_backbone", "init", "device", "amp", "nproc", "min_size", "max_size",
+              "workers"}
+    assert needed <= set(MainConfig.__dataclass_fields__)
+    assert needed - {"person_category"} <= set(TrainConfig.__dataclass_fields__)
+    assert "weights_backbone" in TuneConfig.__dataclass_fields__
+    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"]
+    assert needed <= set(project["main"]["parameters"])
+    assert "weights_backbone" in project["tune"]["parameters"]
+    assert {"detections", "device", "coco_backend"} <= set(project["evaluate"]["parameters"])

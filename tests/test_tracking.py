@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from persondet.tracking import RunHandle, create_run, open_run
+from persondet.tracking import RunHandle, create_run, hardware_label, open_run, run_name
 
 
 @pytest.fixture
@@ -79,3 +79,51 @@ def test_other_ranks_get_a_handle_that_does_nothing(tmp_path, monkeypatch):
     import os
 
     assert os.environ["MLFLOW_RUN_ID"]  # left for rank 0's process; a worker never reads it
+
+
+@pytest.mark.parametrize("gpu_type, count, label", [
+    ("cpu", 0, "cpu"), ("NVIDIA A100-SXM4-80GB", 8, "a100x8"), ("NVIDIA H200", 1, "h200x1"),
+    ("Tesla V100-SXM2-16GB", 4, "v100x4"), ("NVIDIA GeForce RTX 4090", 2, "rtx4090x2"), ("Tesla T4", 1, "t4x1")])
+def test_hardware_label_is_the_gpu_model_and_count(gpu_type, count, label):
+    assert hardware_label(gpu_type, count) == label
+
+
+def test_run_names_say_what_each_step_is():
+    assert run_name("train", mix="coco+cuhk", batch_size=16, hardware="a100x8") == "train coco+cuhk b16 a100x8"
+    assert run_name("evaluate", model="train coco b8 cpu", test_name="inhouse") == "evaluate train coco b8 cpu on inhouse"
+    assert run_name("prepare", mix="coco+cuhk") == "prepare coco+cuhk"
+    assert [run_name(e) for e in ("promote", "report", "main")] == ["promote", "report", "main"]
+
+
+def test_a_run_given_by_id_can_be_renamed(client):
+    created = create_run("train")
+    with open_run("train", run_id=created.run_id) as run:
+        run.rename("train coco b2 cpu")
+    assert client.get_run(created.run_id).info.run_name == "train coco b2 cpu"
+
+
+def test_experiments_persondet_logs_to_open_on_the_training_runs(client, monkeypatch):
+    """MLflow 3's UI shows an experiment without a kind as a GenAI one (traces): persondet marks its own."""
+    with open_run("train"):
+        pass
+    made = client.get_experiment_by_name("handles")
+    assert made.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # an experiment `mlflow run` created (no kind), joined through the run it made
+    import mlflow.tracking.fluent as fluent
+
+    launched = client.create_run(client.create_experiment("by-mlflow-run")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launched)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "by-mlflow-run")
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)  # a fresh step process
+    with open_run("prepare"):
+        pass
+    assert client.get_experiment_by_name("by-mlflow-run").tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # a kind someone chose stays
+    chosen = client.create_experiment("chosen", tags={"mlflow.experimentKind": "genai_development"})
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "chosen")
+    with open_run("evaluate") as run:
+        pass
+    assert client.get_run(run.run_id).info.experiment_id == chosen
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"

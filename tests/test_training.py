@@ -245,7 +245,7 @@ def test_training_logs_the_contract_and_registers_a_servable_model(tmp_path, tra
     assert (p["dataset_mix"], p["model"], p["model_resolved"], p["epochs"], p["lr"], p["world_size"]) == (
         "coco+cuhk", "auto", "small", "2", "auto", "1")
     assert p["train_images"] == "8" and p["source_weights"] == "coco=1,cuhk=2"
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.info.run_name == "train coco+cuhk b2 cpu"
     steps = [m.step for m in tracking.get_metric_history(run.info.run_id, "loss")]
     assert steps == list(range(8))  # 4 iterations x 2 epochs, continuous
     for key in ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "lr"):

@@ -25,6 +25,7 @@ def test_two_process_ddp_training_is_one_run_with_identical_replicas(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = store_runs(tmp_path)
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == "train coco+cuhk b2 cpu"  # the launcher's run, named by the workers' rank 0
     p = run.data.params
     assert (p["world_size"], p["batch_size"], p["batch_size_per_device"], p["nproc"]) == ("2", "2", "1", "2")
     rank0, rank1 = (digests / "rank0.sha256").read_text(), (digests / "rank1.sha256").read_text()

@@ -161,6 +161,7 @@ def test_a_trial_below_the_median_is_pruned_and_recorded_as_such(tiny_set, local
     (run,) = nested_runs(summary["parent_run_id"])
     assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
     assert run.info.status == "KILLED" and run.data.tags["persondet.trial_state"] == "PRUNED"
+    assert run.info.run_name == f"study trial {trial.number}"  # a trial keeps the name its study gave it
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/AP50")] == [0]  # stopped after epoch 0
     assert run.data.params["batch_size"] == str(trial.params["batch_size"])
     assert run.data.params["source_weights"] == f"coco=1,cuhk={trial.params['cuhk_ratio']:.4g}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,18 @@ def test_two_gloo_processes_give_the_val_ap50_of_one(tmp_path):
     one = subprocess.run([sys.executable, str(WORKER), str(annotations), str(tmp_path / "one.json")],
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", str(WORKER), str(annotations), str(tmp_path / "two.json")],
-                         env=_env(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
+    # its own process group: a hang is ended with its workers, not left behind as orphans
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node", "2", str(WORKER), str(annotations), str(tmp_path / "two.json")],
+                                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    try:
+        _, stderr = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.communicate()
+        raise
+    assert launcher.returncode == 0, stderr[-3000:]
     alone, shared = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "two.json").read_text())
     assert (alone["world_size"], shared["world_size"]) == (1, 2)
     assert shared["metrics"] == alone["metrics"]

@@ -10,6 +10,6 @@
 Nothing else in persondet imports mlflow.  Only global rank 0 logs: a handle has no run elsewhere.
 """
 
-from persondet.tracking.runs import RunHandle, create_run, open_run
+from persondet.tracking.runs import RunHandle, create_run, hardware_label, open_run, run_name
 
-__all__ = ["RunHandle", "create_run", "open_run"]
+__all__ = ["RunHandle", "create_run", "hardware_label", "open_run", "run_name"]

@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from persondet.distributed import is_main_process
 from persondet.errors import PersondetError
-from persondet.tracking.store import (client, experiment_id, is_unreachable, opened_store_uri, tracking_error)
+from persondet.tracking.store import (client, experiment_id, is_unreachable, mark_experiment, opened_store_uri,
+                                      tracking_error)
 
 ENTRY_POINT_TAG = "persondet.entry_point"
 DATASET_DIGEST_CHARS = 32  # the tracking store keeps at most 36 characters of a dataset digest
@@ -63,6 +64,36 @@ def same_logged_param(logged: str | None, value: Any) -> bool:
     return unquoted == [value] or (value == "" and unquoted == [])
 
 
+VENDOR_WORDS = ("nvidia", "tesla", "geforce", "quadro")
+
+
+def hardware_label(gpu_type: str, gpu_count: int) -> str:
+    """What a training ran on, short: ``cpu``, or the GPU model and count (``NVIDIA A100-SXM4-80GB`` x 8:
+    ``a100x8``; ``NVIDIA GeForce RTX 4090`` x 1: ``rtx4090x1``)."""
+    if gpu_count <= 0 or gpu_type.lower() == "cpu":
+        return "cpu"
+    words = [w for w in gpu_type.lower().replace("-", " ").split() if w not in VENDOR_WORDS]
+    model = []
+    for word in words:  # up to the first word with a digit: the model number
+        model.append(word)
+        if any(ch.isdigit() for ch in word):
+            break
+    return f"{''.join(model) or 'gpu'}x{gpu_count}"
+
+
+def run_name(entry_point: str, *, mix: str = "", batch_size: int | None = None, hardware: str = "",
+             model: str = "", test_name: str = "") -> str:
+    """The name a step's run shows in the MLflow UI, saying what it is: ``train coco+cuhk b16 a100x8``,
+    ``evaluate <training run name> on inhouse``, ``prepare coco+cuhk``, else the entry point."""
+    if entry_point == "train":
+        return f"train {mix} b{batch_size} {hardware}"
+    if entry_point == "evaluate":
+        return f"evaluate {model} on {test_name}"
+    if entry_point == "prepare":
+        return f"prepare {mix}"
+    return entry_point
+
+
 def _text(values: Mapping[str, Any] | None) -> dict[str, str]:
     return {key: str(value) for key, value in (values or {}).items()}
 
@@ -89,6 +120,11 @@ class RunHandle:
                if not same_logged_param(logged.get(key), value)]
         if new:
             client().log_batch(self.run_id, params=new)
+
+    def rename(self, name: str) -> None:
+        """Give the run the name the UI shows."""
+        if self.run_id is not None:
+            client().update_run(self.run_id, name=name)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log ``metrics`` at ``step`` (0 when None), synchronously."""
@@ -187,7 +223,8 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
             existing = launcher_run_id()
         else:
             run_name = None
-        if existing:
+        if existing:  # created by `mlflow run` (or a launcher) in an experiment persondet may not have made
+            mark_experiment(client().get_experiment(client().get_run(existing).info.experiment_id))
             run = mlflow.start_run(run_id=existing, run_name=run_name, tags=all_tags, nested=nested,
                                    log_system_metrics=sample)
         else:

@@ -15,6 +15,10 @@ from persondet.errors import PersondetError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "persondet"
+# MLflow 3's UI opens an experiment by its kind: model training opens on the runs table, not on the GenAI
+# overview (traces) it shows for an experiment without one.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri() -> str:
@@ -81,9 +85,24 @@ def experiment_id() -> str:
     opened_store_uri()
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
     try:
-        return mlflow.set_experiment(name).experiment_id
+        experiment = mlflow.set_experiment(name)
     except Exception:  # noqa: BLE001 - another process created it between MLflow's lookup and its create
-        return mlflow.set_experiment(name).experiment_id
+        experiment = mlflow.set_experiment(name)
+    mark_experiment(experiment)
+    return experiment.experiment_id
+
+
+def mark_experiment(experiment) -> None:
+    """Tag an experiment (an mlflow Experiment) as model training (``mlflow.experimentKind``) unless it has a
+    kind already: a kind someone chose stays.  A user who may not edit the experiment leaves it as it is."""
+    from mlflow.exceptions import MlflowException
+
+    if EXPERIMENT_KIND_TAG in experiment.tags:
+        return
+    try:
+        client().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    except MlflowException:
+        pass
 
 
 def one_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ import torch
 from persondet.config import TrainConfig
 from persondet.distributed import get_rank, get_world_size, is_main_process
 from persondet.model_names import REGISTERED_MODEL
-from persondet.tracking import RunHandle, open_run
+from persondet.tracking import RunHandle, hardware_label, open_run, run_name
 from persondet.tracking.lease import Lease
 from persondet.tracking.models import log_detector
 from persondet.training import checkpoint
@@ -26,12 +26,14 @@ LOCAL_ONLY = ("resume", "checkpoint_dir", "device")  # settings of this machine,
 
 
 def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
-          run_id: str | None = None) -> dict[str, float]:
+          run_id: str | None = None, keep_name: bool = False) -> dict[str, float]:
     """Train one detector as configured; returns the final metrics (rank 0's view).
 
     The run: the checkpoint's when resuming, else ``run_id`` (a torchrun launcher's or a tune trial's),
     else ``mlflow run``'s or a new one (``tracking.open_run``).  Under torchrun it joins the process group
-    first.  ``on_epoch_end(epoch, metrics)`` runs on rank 0 after each epoch's checkpoint; an exception from
+    first.  The run is named for what it trains (``train coco+cuhk b16 a100x8``), a run given by ``run_id``
+    too unless ``keep_name`` (a tune trial); a resumed run keeps its name.  ``on_epoch_end(epoch, metrics)``
+    runs on rank 0 after each epoch's checkpoint; an exception from
     it (e.g. optuna.TrialPruned) stops the training, ends the run KILLED and propagates.
     """
     with process_group(config):
@@ -52,9 +54,12 @@ def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
         model = distributed_model(recipe.detector, device)
 
         stopped: list[BaseException] = []
-        with _training_run(config, resumed, run_id, f"train-{model_name}-{data.mix}-bs{config.batch_size}",
-                           stopped) as run:
+        name = run_name("train", mix=data.mix, batch_size=config.batch_size,
+                        hardware=hardware_label(*hardware(device)))
+        with _training_run(config, resumed, run_id, name, stopped) as run:
             if not config.resume:
+                if run_id and not keep_name:
+                    run.rename(name)
                 run.log_params(params)
             progress = fit(run, config, model, recipe, data, device, model_name, resumed, on_epoch_end, stopped)
             _write_weights_digest(recipe.detector)
