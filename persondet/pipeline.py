@@ -225,7 +225,7 @@ def given_roots(config: MainConfig) -> dict[str, str]:
     given = {name: getattr(config, SOURCES[name].root_param, "") for name in names}
     for name, root in given.items():
         if root and not Path(root).is_dir():
-            raise PersondetError(f"{SOURCES[name].root_param}={root!r}: folder not found (the {name} root, "
+            raise PersondetError(f"{SOURCES[name].root_param}={root!r}: no such directory (the {name} root, "
                                  f"named by mixes={config.text('mixes')!r})")
     return given
 

@@ -106,7 +106,7 @@ def test_main_with_a_missing_new_source_root_is_one_line_exit_2_and_no_step(stor
                           cwd=store, capture_output=True, text=True, timeout=300)
     err = proc.stderr.strip()
     assert proc.returncode == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith("persondet: error: crowdhuman_root=") and "no-such-root" in err and "folder not found" in err
+    assert err.startswith("persondet: error: crowdhuman_root=") and "no-such-root" in err and "no such directory" in err
     assert not (store / "demo").exists()  # stopped before any demo data was written
     import mlflow
 
