@@ -96,10 +96,11 @@ def batch_independence(tmp: Path, iters: int) -> list[list[object]]:
                                     **{**DEMO_TRAIN, "max_iters_per_epoch": str(iters)}}))
     import mlflow
 
+    from persondet.tracking.models import load_detector
+
     client = mlflow.MlflowClient()
     run = client.search_runs([client.get_experiment_by_name("persondet").experiment_id])[0]
-    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model", map_location="cpu")
-    detector = getattr(model, "detector", model).eval()
+    detector = load_detector(f"runs:/{run.info.run_id}/model").detector.eval()  # weights only
     annotations = _mixed_sizes(demo.inhouse_annotations, demo.inhouse_images, tmp / "mixed")
     test_set = load_test_set(str(annotations), str(tmp / "mixed"), "pedestrian", digest=False)
     images = ImageFiles(sorted(test_set.image_paths.items()))

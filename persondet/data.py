@@ -20,12 +20,14 @@ from torch.utils.data import Dataset, Sampler
 
 from persondet.datasets import image_path, is_person_box, person_category_id, recorded_roots
 from persondet.errors import PersondetError
+from persondet.formats.cocosets import check_coco_set
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def load_prepared(data: str) -> tuple[dict, Path]:
-    """Read ``data``: a COCO json path, or a prepare run id whose ``prepared/train.json`` is fetched."""
+    """Read ``data``: a COCO json path, or a prepare run id whose ``prepared/train.json`` is fetched; checked
+    (``formats.cocosets``) before use."""
     path = Path(data).expanduser()
     if not path.is_file():
         if not RUN_ID.match(data.strip()):
@@ -47,6 +49,7 @@ def load_prepared(data: str) -> tuple[dict, Path]:
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
             raise PersondetError(f"{path}: not a COCO file (no {key!r} list)")
+    check_coco_set(dataset, str(path))
     return dataset, path.resolve()
 
 
@@ -85,6 +88,7 @@ class PersonDataset(Dataset):
         self.category_id = person_category_id(dataset.get("categories", []), "person", where, only_category=True)
         self.roots = recorded_roots(dataset)
         self.images = sorted(dataset["images"], key=lambda im: im["id"])
+        self.paths = [image_path(im, self.roots, self.base_dir, where) for im in self.images]  # checked now
         boxes: dict[int, list[list[float]]] = {im["id"]: [] for im in self.images}
         for ann in dataset["annotations"]:
             if ann.get("category_id") != self.category_id or not is_person_box(ann):
@@ -106,7 +110,7 @@ class PersonDataset(Dataset):
         return [int(im.get("width", 1) >= im.get("height", 1)) for im in self.images]
 
     def path(self, index: int) -> Path:
-        return image_path(self.images[index], self.roots, self.base_dir)
+        return self.paths[index]
 
     def __getitem__(self, index: int):
         image = decode_image(self.path(index), self.decode)

@@ -24,6 +24,8 @@ guessed (no synonyms); no match, or two categories with the name, is an error na
 **The image path rule.**  In a prepared set (its ``persondet`` key records ``roots``) an image's
 ``file_name`` is ``<source>/<rest>`` and the file is ``roots[source] / rest``; in a plain COCO file the
 file is ``<base> / file_name``, where the base is the image folder the user gave, else the json's folder.
+A name that would leave its folder (``../``, an absolute path) is refused
+(``formats.paths.safe_relative_path``), in every step that resolves one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from persondet.errors import PersondetError
+from persondet.formats.paths import safe_relative_path
 
 CUHK_SPLITS = ("all", "train", "test")  # CUHK-SYSU: all images; test = the gallery pool (pool.mat); train = the rest
 CITYPERSONS_SPLITS = ("train", "val")
@@ -213,14 +216,16 @@ def recorded_roots(dataset: Mapping[str, Any]) -> dict[str, str] | None:
     return (dataset.get("persondet") or {}).get("roots") or None
 
 
-def image_path(image: Mapping[str, Any], roots: Mapping[str, str] | None, base: str | Path = ".") -> Path:
+def image_path(image: Mapping[str, Any], roots: Mapping[str, str] | None, base: str | Path = ".",
+               where: str = "data") -> Path:
     """Where an image of a COCO file lives, by the one rule (module docstring): ``roots[source] / rest``
-    with a prepared set's ``roots``, else ``base / file_name``."""
-    file_name = str(image.get("file_name", ""))
+    with a prepared set's ``roots``, else ``base / file_name``.  A file name leaving its folder is an
+    UnsafePathError naming ``where`` (the annotation file) and the image id."""
+    file_name = image.get("file_name", "")
     if not roots:
-        return Path(base) / file_name
-    source, _, rest = file_name.partition("/")
+        return Path(base) / safe_relative_path(file_name, f"{where}: image {image.get('id')}")
+    source, _, rest = str(file_name).partition("/")
     if source not in roots or not rest:
-        raise PersondetError(f"image {image.get('id')} file_name {file_name!r}: "
+        raise PersondetError(f"{where}: image {image.get('id')} file_name {file_name!r}: "
                              f"no root recorded for source {source!r} (roots: {', '.join(roots)})")
-    return Path(roots[source]) / rest
+    return Path(roots[source]) / safe_relative_path(rest, f"{where}: image {image.get('id')}")

@@ -25,9 +25,11 @@ from typing import Any
 from persondet.config import EvaluateConfig
 from persondet.datasets import image_path, is_person_box, person_category_id, recorded_roots
 from persondet.errors import PersondetError
+from persondet.formats.cocosets import check_coco_set
+from persondet.formats.imagesize import ImageHeaderError, image_size
 from persondet.metrics import HEADLINE, coco_metrics, precision_recall_at_iou50, region_counts
 from persondet.tracking import RunHandle, open_run, run_name
-from persondet.tracking.models import load_pytorch_model
+from persondet.tracking.models import load_detector
 from persondet.tracking.registry import training_run_of
 from persondet.results import read_detections
 from persondet.tracking.search import download_artifact, get_run
@@ -72,7 +74,9 @@ def sanitize_name(name: str) -> str:
 
 def load_test_set(annotations: str, images: str = "", person_category: str = "person",
                   name: str = "", digest: bool = True, need_images: bool = True) -> TestSet:
-    """Read a COCO json, resolve the person category and every image file; one-line errors otherwise.
+    """Read a COCO json, check it (``formats.cocosets``: ids, image references, boxes; at least one person
+    annotation; no file name leaving its folder; no missing, empty or unreadable image unless
+    ``need_images`` is False), resolve the person category and every image file; one-line errors otherwise.
 
     Image files are ``images / file_name`` (default ``images``: the json's folder).  A prepared set
     (a json with the ``persondet`` key) resolves files through its recorded roots.  ``digest=False``
@@ -96,25 +100,35 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
     category_id = person_category_id(dataset.get("categories") or [], person_category, str(path),
                                      setting="person_category")
     dataset.setdefault("annotations", [])
-    for ann in dataset["annotations"]:
-        if "bbox" not in ann or len(ann["bbox"]) != 4:
-            raise PersondetError(f"{path}: annotation id {ann.get('id')} has no [x, y, w, h] bbox")
+    check_coco_set(dataset, str(path))
+    if not any(ann.get("category_id") == category_id for ann in dataset["annotations"]):
+        raise PersondetError(f"test_annotations={str(path)!r} has no annotation of the person category "
+                             f"(id {category_id}): there is nothing to measure AP against")
 
     roots = recorded_roots(dataset) if not images else None  # test_images given: files are under it
     base = Path(images).expanduser().resolve() if images else path.parent
     image_paths: dict[int, Path] = {}
-    missing = []
+    missing, unreadable = [], []
     listing = hashlib.sha256(raw)
     for image in dataset["images"]:
-        file = image_path(image, roots, base)
-        if not file.is_file():
+        file = image_path(image, roots, base, where=str(path))
+        try:
+            size = file.stat().st_size if file.is_file() else None
+        except OSError:
+            size = None
+        if size is None:
             missing.append(str(file))
+        elif size == 0 or _broken_header(file):
+            unreadable.append(f"image {image['id']} {str(file)!r} ({_broken_header(file) if size else 'empty file'})")
         else:
-            listing.update(f"{image['id']}:{file.name}:{file.stat().st_size}".encode())
+            listing.update(f"{image['id']}:{file.name}:{size}".encode())
         image_paths[image["id"]] = file
     if missing and need_images:
         raise PersondetError(f"{len(missing)} of {len(image_paths)} test images are missing, "
                              f"e.g. {missing[0]!r} (test_images={str(base)!r})")
+    if unreadable and need_images:
+        raise PersondetError(f"{path}: {len(unreadable)} of {len(image_paths)} test images are empty or "
+                             f"unreadable, e.g. {unreadable[0]}")
     test_set = TestSet(path, dataset, category_id, image_paths, name or default_test_name(path),
                        listing.hexdigest()[:16], images_present=not missing)
     if missing:  # a results file scored without the images: the annotation file identifies the set
@@ -127,6 +141,24 @@ def load_test_set(annotations: str, images: str = "", person_category: str = "pe
             content.update(f"{image_id}:{file_hash}".encode())
         test_set.digest = content.hexdigest()[:16]
     return test_set
+
+
+def _broken_header(file: Path) -> str:
+    """Why an image file's header cannot be read ('' when it can): JPEG and PNG headers read here, any other
+    format identified by PIL (its header only; nothing is decoded)."""
+    try:
+        image_size(file)
+    except ImageHeaderError as exc:
+        if not exc.reason.startswith("not a JPEG or PNG"):
+            return exc.reason
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(file):
+                return ""
+        except (OSError, UnidentifiedImageError, ValueError):
+            return "neither JPEG nor PNG, and no other image format PIL reads"
+    return ""
 
 
 def draw_example(image_path: Path, gt_boxes: list, detections: list[dict], out_path: Path,
@@ -206,7 +238,7 @@ def training_image_files(run, workdir: str) -> list[Path]:
     with open(train_json) as f:
         dataset = json.load(f)
     roots, base = recorded_roots(dataset), Path(train_json).resolve().parent
-    return [image_path(image, roots, base) for image in dataset.get("images", [])]
+    return [image_path(image, roots, base, where=str(train_json)) for image in dataset.get("images", [])]
 
 
 def find_leaks(test_set: TestSet, training_files: list[Path]) -> list[int]:
@@ -262,8 +294,7 @@ def infer(config: EvaluateConfig, test_set: TestSet) -> tuple[list[dict], dict[s
     from persondet.inference import ImageFiles, predict
 
     device = device_for(config.device)
-    model = load_pytorch_model(config.model_uri)
-    detector = getattr(model, "detector", model).to(device)
+    detector = load_detector(config.model_uri).detector.to(device)  # weights only: tracking.models
     images = ImageFiles(sorted(test_set.image_paths.items()))
     detections = predict(detector, images, device, config.batch_size, test_set.category_id,
                          workers=worker_count(config.workers), desc="evaluate")

@@ -4,6 +4,9 @@
 initialised as ``weights_backbone`` says (``backbone_state``: ImageNet weights from torch's hub cache,
 downloaded once, or a local file; always read with ``weights_only=True``).
 ``PersonDetector`` wraps it for serving: uint8 ``[N, H, W, 3]`` in, ``[N, max_detections, 6]`` out.
+A logged model is data only: ``detector_spec`` (plain values: the model name and the settings that shape
+the outputs) and the detector's state dict; ``person_detector_from(spec, weights)`` builds it back from the
+code of this package, so nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
 
 import torch
@@ -277,3 +280,41 @@ def check_backbone(name: str, weights_backbone: str) -> str:
     if resolved != "none":
         backbone_state(name, weights_backbone)  # downloads once, reads the file: every problem shows here
     return resolved
+
+
+SPEC_FORMAT = 1  # the layout of detector_spec's dict
+
+
+def detector_spec(module: PersonDetector, model_name: str, weights_backbone: str = "none") -> dict[str, Any]:
+    """What rebuilds ``module`` besides its weights, as plain values (written as JSON next to them):
+    ``weights_backbone`` (resolved) says the network's layout (frozen stages, FrozenBatchNorm2d)."""
+    detector = module.detector
+    heads = detector.roi_heads
+    return {"format": SPEC_FORMAT, "model": model_name, "weights_backbone": weights_backbone,
+            "num_classes": int(heads.box_predictor.cls_score.out_features),
+            "min_size": int(detector.transform.min_size[0]), "max_size": int(detector.transform.max_size),
+            "max_detections": module.max_detections, "score_thresh": float(heads.score_thresh),
+            "nms_thresh": float(heads.nms_thresh), "detections_per_img": int(heads.detections_per_img)}
+
+
+def person_detector_from(spec: Mapping[str, Any], weights: Mapping[str, torch.Tensor],
+                         where: str = "model") -> PersonDetector:
+    """The ``PersonDetector`` a spec and a state dict of its detector describe, built in the layout it was
+    trained in (from its own backbone tensors: nothing downloaded); a PersondetError naming ``where`` when
+    they do not fit each other."""
+    weights = dict(weights)
+    try:
+        if spec.get("format") != SPEC_FORMAT:
+            raise KeyError("format")
+        name, layout = str(spec["model"]), str(spec.get("weights_backbone") or "none")
+        backbone = None if layout == "none" or name == "small" else as_backbone_state(name, weights, where)
+        detector = build_detector(name, int(spec["num_classes"]), min_size=int(spec["min_size"]),
+                                  max_size=int(spec["max_size"]), backbone=backbone)
+        heads = detector.roi_heads
+        heads.score_thresh, heads.nms_thresh = float(spec["score_thresh"]), float(spec["nms_thresh"])
+        heads.detections_per_img = int(spec["detections_per_img"])
+        max_detections = int(spec["max_detections"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PersondetError(f"{where}: the model description lacks or mangles {exc}") from None
+    load_detector_state(detector, weights, where)
+    return PersonDetector(detector, max_detections=max_detections)

@@ -49,20 +49,14 @@ def untrained_detector(seed: int = 0):
     return PersonDetector(detector, max_detections=20)
 
 
-def serving_signature():
-    """The signature training logs: uint8 [N, H, W, 3] in, float32 [N, max_detections, 6] out."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 20, 6))]))
-
-
 def log_training_run(data: str = "", mix: str = "coco+cuhk", batch_size: int = 8, seed: int = 0,
                      register: bool = True) -> tuple[str, str]:
     """A run shaped like a training run: params, the logged model, a registered version with the
     training tags.  Returns (run_id, version) (version "" when not registered)."""
     import mlflow
+
+    from persondet.tracking import RunHandle
+    from persondet.tracking.models import log_detector
 
     mlflow.set_experiment("persondet")
     model = untrained_detector(seed)
@@ -70,8 +64,7 @@ def log_training_run(data: str = "", mix: str = "coco+cuhk", batch_size: int = 8
         mlflow.log_params({"data": data, "dataset_mix": mix, "batch_size": batch_size, "model": "small",
                            "gpu_type": "cpu", "gpu_count": 0})
         mlflow.log_metric("time_per_iter_s", 0.5 * batch_size / 8)
-        mlflow.pytorch.log_model(model, name="model", pip_requirements=["torch", "torchvision"],
-                                 serialization_format="pickle", signature=serving_signature())
+        log_detector(RunHandle(run.info.run_id), model, "small")  # the format training logs
     version = ""
     if register:
         mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", "persondet",

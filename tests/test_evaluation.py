@@ -136,12 +136,13 @@ def test_leakage_by_path_and_by_content(env, tmp_path):
 
     test_set = load_test_set(str(env["annotations"]), str(env["images"]), "pedestrian")
     files = sorted(test_set.image_paths.items())
-    copied = tmp_path / "copy.png"
-    shutil.copy(files[1][1], copied)  # same bytes, another path
-    train = {"images": [{"id": 1, "file_name": os.path.relpath(files[0][1], tmp_path)},
-                        {"id": 2, "file_name": "copy.png"}], "annotations": [], "categories": []}
-    (tmp_path / "train.json").write_text(json.dumps(train))
-    run_id, _ = evalkit.log_training_run(data=str(tmp_path / "train.json"), register=False)
+    folder = env["root"] / "leaky-training-set"  # beside the test set: its files are reached without '..'
+    folder.mkdir()
+    shutil.copy(files[1][1], folder / "copy.png")  # same bytes, another path
+    train = {"images": [{"id": 1, "file_name": os.path.relpath(files[0][1], env["root"])},
+                        {"id": 2, "file_name": "leaky-training-set/copy.png"}], "annotations": [], "categories": []}
+    (env["root"] / "leaky-train.json").write_text(json.dumps(train))
+    run_id, _ = evalkit.log_training_run(data=str(env["root"] / "leaky-train.json"), register=False)
     result = evaluate(_config(env, model_uri=f"runs:/{run_id}/model", examples=0))
     assert result["leaked"] == [files[0][0], files[1][0]]
     tags = mlflow.MlflowClient().get_run(result["run_id"]).data.tags

@@ -161,7 +161,7 @@ def test_init_starts_a_training_from_a_logged_detector_read_as_weights(tmp_path,
                                                  "model": "fasterrcnn_mobilenet_v3_large_fpn"}), torch.device("cpu"))
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
     for init, message in ((str(tmp_path / "module.pt"), "not a readable state-dict file"),
-                          ("models:/persondet/7", "cannot read the model's extra_files/persondet.json"),
+                          ("models:/persondet/7", "init='models:/persondet/7' cannot be loaded"),
                           (str(tmp_path / "none.pt"), "neither a model URI .* nor an existing file")):
         with pytest.raises(PersondetError, match=message):
             starting_point(TrainConfig.from_strings({"data": str(data), "init": init}), torch.device("cpu"))

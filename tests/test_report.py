@@ -78,7 +78,7 @@ def test_report_rebuilds_the_study(tmp_path, monkeypatch):
     import persondet.tracking.models
 
     monkeypatch.setattr(persondet.inference, "predict", no_inference)
-    monkeypatch.setattr(persondet.tracking.models, "load_pytorch_model", no_inference)
+    monkeypatch.setattr(persondet.tracking.models, "load_detector", no_inference)
     with mlflow.start_run(tags={"persondet.entry_point": "train", "inhouse/digest": "another-version"}):
         mlflow.log_params({"dataset_mix": "coco", "batch_size": 16, "model": "small"})
         mlflow.log_metric("inhouse/AP50", 0.99)  # another version of the test set: not in the AP50 table

@@ -41,3 +41,38 @@ def make_prepared_set(root: Path, images: int = 8, seed: int = 0, sources=("coco
     out = root / "train.json"
     out.write_text(json.dumps(doc))
     return out
+
+
+# --- trainings in subprocesses, logging to a SQLite store in ``tmp_path`` ---------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = ROOT / "entrypoints" / "train.py"
+TINY_ARGS = ["--batch-size", "2", "--workers", "0", "--min-size", "96", "--max-size", "128", "--register", "false"]
+
+
+def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This environment without MLflow settings, logging to ``tmp_path/mlflow.db``, one thread."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1",
+                "PYTHONPATH": str(ROOT)}, **extra)
+    return env
+
+
+def store_client(tmp_path: Path):
+    """A client of ``tmp_path/mlflow.db``, opened as persondet opens it (waiting while a training that
+    runs beside the test creates the tables)."""
+    from mlflow import MlflowClient
+
+    from persondet.tracking.store import open_sqlite_store
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    open_sqlite_store(uri)
+    return MlflowClient(uri)
+
+
+def store_runs(tmp_path: Path) -> list:
+    """Every run of the ``persondet`` experiment in ``tmp_path/mlflow.db``."""
+    client = store_client(tmp_path)
+    experiment = client.get_experiment_by_name("persondet")
+    return client.search_runs([experiment.experiment_id]) if experiment else []

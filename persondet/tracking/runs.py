@@ -14,7 +14,9 @@ Which run is opened:
 While open, the handle's run is also MLflow's active run, so MLflow's run-scoped APIs (system metrics,
 ``mlflow.pytorch.log_model``, ``mlflow.projects.run``'s child runs) see the same run; the handle itself logs
 through the client with its explicit run id.  The run ends FINISHED, FAILED on an error, or KILLED when
-``stopped(exc)`` says the error was a requested stop (a pruned optuna trial).
+``stopped(exc)`` says the error was a requested stop (a pruned optuna trial).  A tracking server that stays
+away longer than MLflow's retries is one ``tracking_error`` line, wherever the step met it; a run it could
+not end is ended later by the run guard of a training (``tracking.lease``).
 
 ``is_main_process()`` is the one gate: on every other rank a handle has no run and does nothing.
 """
@@ -29,7 +31,9 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from persondet.distributed import is_main_process
-from persondet.tracking.store import client, experiment_id, mark_experiment, tracking_error, tracking_uri
+from persondet.errors import PersondetError
+from persondet.tracking.store import (client, experiment_id, is_unreachable, mark_experiment, opened_store_uri,
+                                      tracking_error)
 
 ENTRY_POINT_TAG = "persondet.entry_point"
 DATASET_DIGEST_CHARS = 32  # the tracking store keeps at most 36 characters of a dataset digest
@@ -99,6 +103,7 @@ class RunHandle:
 
     def __init__(self, run_id: str | None) -> None:
         self.run_id = run_id if run_id and is_main_process() else None
+        self.ended = False  # set by open_run once the run's status is stored
 
     def __repr__(self) -> str:
         return f"RunHandle({self.run_id!r})"
@@ -208,7 +213,7 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
         return
     import mlflow
 
-    tracking_uri()
+    opened_store_uri()
     all_tags = {ENTRY_POINT_TAG: entry_point, **_text(tags)}
     sample = True if system_metrics else None  # None: MLflow's default (MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING)
     try:
@@ -229,18 +234,42 @@ def open_run(entry_point: str, *, run_id: str | None = None, run_name: str | Non
                                    log_system_metrics=sample)
     except Exception as exc:  # noqa: BLE001 - MlflowException or a requests error: name the store
         raise tracking_error(exc) from None
-    status = "FAILED"
+    status, handle, failed = "FAILED", RunHandle(run.info.run_id), False
     try:
-        yield RunHandle(run.info.run_id)
+        yield handle
         status = "FINISHED"
     except BaseException as exc:
-        status = "KILLED" if stopped(exc) else "FAILED"
+        status, failed = ("KILLED" if stopped(exc) else "FAILED"), True
+        _end(handle, status, failed)
+        if not isinstance(exc, PersondetError) and is_unreachable(exc):
+            raise tracking_error(exc) from None
         raise
-    finally:
-        try:
-            mlflow.flush_async_logging()
-        finally:
-            mlflow.end_run(status)
+    _end(handle, status, failed)
+
+
+def _end(handle: RunHandle, status: str, failed: bool) -> None:
+    """End the active run with ``status``.  When the tracking server is away (its retries spent), the run
+    stays as the server has it (the run guard ends it later, ``tracking.lease``) and, unless the step already
+    failed with an error of its own, the step fails with the one-line tracking error."""
+    import mlflow
+
+    try:
+        mlflow.flush_async_logging()
+        mlflow.end_run(status)
+        handle.ended = True
+    except Exception as exc:  # noqa: BLE001 - requests / MlflowException: the server, by now
+        _stop_system_metrics(handle.run_id)
+        if not failed:
+            raise tracking_error(exc) from None
+
+
+def _stop_system_metrics(run_id: str | None) -> None:
+    """Stop the system-metrics sampler of a run ``end_run`` could not end (it would keep sending)."""
+    from mlflow.tracking import fluent
+
+    monitor = getattr(fluent, "run_id_to_system_metrics_monitor", {}).pop(run_id, None)
+    if monitor is not None:
+        monitor.finish()
 
 
 def create_run(entry_point: str, *, parent: RunHandle | None = None, run_name: str | None = None,
@@ -276,6 +305,7 @@ class MetricLogger:
         self.flush_every = flush_every
         self.skip = dict(skip or {})
         self.pending: list = []
+        self.sent: list = []  # the asynchronous sends not yet known to be stored
         if self.run_id is not None:  # imported once here, not on every training step
             from mlflow.entities import Metric
 
@@ -297,9 +327,14 @@ class MetricLogger:
         if self.run_id is None:
             return
         if self.pending:
-            client().log_batch(self.run_id, metrics=self.pending, synchronous=synchronous)
+            operation = client().log_batch(self.run_id, metrics=self.pending, synchronous=synchronous)
+            if operation is not None:
+                self.sent.append(operation)
             self.pending = []
         if synchronous:
             import mlflow
 
             mlflow.flush_async_logging()
+            sent, self.sent = self.sent, []
+            for operation in sent:  # a batch the server never stored is an error here, not a silent gap
+                operation.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from persondet.tracking.runs import ENTRY_POINT_TAG, same_logged_param
-from persondet.tracking.store import client, tracking_uri
+from persondet.tracking.store import client, opened_store_uri
 
 
 def get_run(run_id: str):
@@ -20,7 +20,7 @@ def download_artifact(run_id: str, artifact_path: str, dst_dir: str) -> str | No
     """Download one artifact of a run into ``dst_dir``; its local path, or None when there is none."""
     import mlflow
 
-    tracking_uri()
+    opened_store_uri()
     try:
         return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path,
                                                    dst_path=dst_dir)

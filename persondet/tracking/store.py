@@ -1,4 +1,11 @@
-"""Which tracking store and experiment this process talks to, and the one-line error when it is away."""
+"""Which tracking store and experiment this process talks to, and the one-line error when it is away.
+
+A fresh SQLite store is created by the first process that opens it; two steps started at once on a new
+``mlflow.db`` would both create MLflow's tables, and the second would fail ("table already exists").  So
+the first open of a SQLite store in a process (``opened_store_uri``) happens under an exclusive ``flock`` of
+the database's folder (the other process waits, then finds the tables), and creating the experiment
+tolerates a concurrent creator.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +31,49 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+def opened_store_uri() -> str:
+    """``tracking_uri()``, with a SQLite store opened (created when new, under the lock: module docstring).
+    What every function that reads or writes the store calls first; a bad input refused before that leaves
+    no ``mlflow.db`` behind."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        open_sqlite_store(uri)
+    return uri
+
+
+_OPENED: set[str] = set()
+
+
+def open_sqlite_store(uri: str) -> None:
+    """Open (and, when new, create) the SQLite store at ``uri`` under a lock of its folder (module docstring);
+    once per process and store."""
+    if uri in _OPENED:
+        return
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])) or "."
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # no such folder: MLflow's own error says it better
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: open unlocked, as MLflow does
+            pass
+        MlflowClient(uri).search_experiments(max_results=1)  # creates the tables of a new store
+        _OPENED.add(uri)
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def client():
     """An MlflowClient on ``tracking_uri()``."""
     from mlflow import MlflowClient
 
-    tracking_uri()
+    opened_store_uri()
     return MlflowClient()
 
 
@@ -37,8 +82,12 @@ def experiment_id() -> str:
     missing)."""
     import mlflow
 
-    tracking_uri()
-    experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+    opened_store_uri()
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    try:
+        experiment = mlflow.set_experiment(name)
+    except Exception:  # noqa: BLE001 - another process created it between MLflow's lookup and its create
+        experiment = mlflow.set_experiment(name)
     mark_experiment(experiment)
     return experiment.experiment_id
 
@@ -59,6 +108,22 @@ def mark_experiment(experiment) -> None:
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line, at most 300 characters."""
     return " ".join(str(exc).split())[:300]
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the tracking server could not be reached: a connection or
+    timeout error of ``requests``, as MLflow's REST client wraps it once its retries are spent."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            return True
+        text = str(seen)
+        if "API request to " in text and (" failed with exception " in text or " failed with timeout " in text):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def tracking_error(exc: BaseException) -> PersondetError:

@@ -1,16 +1,20 @@
 """Checkpoints: what an epoch leaves behind, and how a training resumes from it bit for bit.
 
-A checkpoint (``last.pt``, format 1) holds the run id, the epoch just finished, the model name and the
+A checkpoint (``last.pt``, format 2) holds the run id, the epoch just finished, the model name and the
 iterations per epoch (a resume must match both), the model, optimizer, scheduler and scaler states, every
-rank's RNG states, and the timing so far.  It is logged as the run artifact ``checkpoints/last.pt``
-(overwritten each epoch) and, with ``checkpoint_dir``, placed there atomically.
+rank's RNG states, and the timing so far: tensors and plain Python values only (NumPy's RNG state as a
+tensor and numbers), so it is read with ``torch.load(weights_only=True)``, which unpickles no code.  A file
+holding anything else (a crafted pickle, a format-1 checkpoint with NumPy arrays) is refused.  It is logged
+as the run artifact ``checkpoints/last.pt`` (overwritten each epoch) and, with ``checkpoint_dir``, written
+there in a temporary folder and renamed over the previous one only when complete: a full disk keeps the
+previous checkpoint and stops the training with one line naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +25,12 @@ import torch
 from persondet.distributed import get_rank, get_world_size, is_distributed
 from persondet.errors import PersondetError
 from persondet.tracking import RunHandle
-from persondet.tracking.search import download_artifact
+from persondet.tracking.runs import same_logged_param
+from persondet.tracking.search import download_artifact, get_run
 
 CHECKPOINT = "last.pt"
 ARTIFACT_DIR = "checkpoints"
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass
@@ -47,10 +52,14 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's RNG states (Python, NumPy, torch, CUDA)."""
+    """This process's RNG states (Python, NumPy, torch, CUDA) as tensors and plain values."""
     import numpy as np
 
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": random.getstate()}  # (version, tuple of ints, None or float)
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -60,8 +69,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     import numpy as np
 
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["gauss"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -87,7 +99,10 @@ def load_checkpoint(resume: str) -> dict[str, Any]:
                                  f"with an artifact {ARTIFACT_DIR}/{CHECKPOINT}")
         path = Path(fetched)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # what weights_only refuses: a class, a function, an array...
+        raise PersondetError(f"resume: {path} holds objects other than tensors and plain values; refused "
+                             "unread (loading it could run code; persondet checkpoints hold only data)") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file is the user's input
         raise PersondetError(f"resume: {path} is not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
@@ -95,14 +110,13 @@ def load_checkpoint(resume: str) -> dict[str, Any]:
     return checkpoint
 
 
-def restore(resume: str, model_name: str, iters_per_epoch: int, detector, optimizer, scheduler,
-            scaler) -> Resumed:
-    """Load the checkpoint ``resume`` names into the training's parts (in place); where to continue.
+def restore(checkpoint: dict[str, Any], resume: str, model_name: str, iters_per_epoch: int, detector, optimizer,
+            scheduler, scaler) -> Resumed:
+    """Load a checkpoint (``load_checkpoint(resume)``) into the training's parts (in place); where to continue.
 
     The model and the iterations per epoch must be those of the checkpoint; each rank gets its own RNG
     state back when the world size is the same.
     """
-    checkpoint = load_checkpoint(resume)
     if checkpoint["model_name"] != model_name or checkpoint["iters_per_epoch"] != iters_per_epoch:
         raise PersondetError(
             f"resume={resume!r}: the checkpoint is of model={checkpoint['model_name']} with "
@@ -118,6 +132,22 @@ def restore(resume: str, model_name: str, iters_per_epoch: int, detector, optimi
     return Resumed(checkpoint["epoch"] + 1, checkpoint["run_id"], checkpoint["timing"])
 
 
+def check_same_training(run_id: str, params: dict[str, Any], resume: str) -> None:
+    """A resume continues the same training: every parameter the run logged that this training would log
+    (``trainer.training_params``: the settings and what was derived from them, e.g. ``world_size``,
+    ``gpu_type``) must hold the same value; a PersondetError naming each difference otherwise."""
+    run = get_run(run_id)
+    if run is None:
+        raise PersondetError(f"resume={resume!r}: the checkpoint's run {run_id} is not in the tracking store")
+    logged = run.data.params
+    differ = [f"{key} (logged {logged[key]}, now {value})" for key, value in params.items()
+              if key in logged and not same_logged_param(logged[key], value)]
+    if differ:
+        raise PersondetError(f"resume={resume!r}: this training differs from run {run_id} in "
+                             f"{', '.join(differ)}; a resume continues the same training: give the logged "
+                             "settings, or start a new training")
+
+
 def checkpoint_state(run: RunHandle, epoch: int, model_name: str, iters_per_epoch: int, detector, optimizer,
                      scheduler, scaler, rng: list, timing: dict[str, float]) -> dict[str, Any]:
     """The checkpoint of the epoch just finished (``rng``: every rank's states, from ``gather``)."""
@@ -129,14 +159,45 @@ def checkpoint_state(run: RunHandle, epoch: int, model_name: str, iters_per_epoc
 
 
 def save_checkpoint(state: dict[str, Any], run: RunHandle, checkpoint_dir: str) -> None:
-    """Write, log to ``run`` as ``checkpoints/last.pt``, then (atomically) place in ``checkpoint_dir``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / CHECKPOINT
-        torch.save(state, path)
-        run.log_artifact(str(path), ARTIFACT_DIR)
-        if checkpoint_dir:
-            target = Path(checkpoint_dir)
-            target.mkdir(parents=True, exist_ok=True)
-            partial = target / f".{CHECKPOINT}.partial"
-            shutil.copyfile(path, partial)
-            os.replace(partial, target / CHECKPOINT)
+    """Write the checkpoint, log it to ``run`` as ``checkpoints/last.pt``, then, with ``checkpoint_dir``, rename
+    it over the previous ``last.pt`` there.  It is written in a temporary folder inside ``checkpoint_dir``
+    (else the system's): a write that fails (a full disk) leaves the previous checkpoint, logged and local,
+    and is one PersondetError naming the file."""
+    folder = Path(checkpoint_dir).expanduser() if checkpoint_dir else None
+    kept = (f"the previous checkpoint {folder / CHECKPOINT} is kept" if folder is not None and
+            (folder / CHECKPOINT).exists() else f"the run keeps its previous {ARTIFACT_DIR}/{CHECKPOINT}")
+    try:
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.TemporaryDirectory(prefix=f".{CHECKPOINT}-", dir=folder)
+    except OSError as exc:
+        raise PersondetError(f"checkpoint_dir={checkpoint_dir!r}: cannot write there ({_reason(exc)})") from None
+    with tmp:
+        path = Path(tmp.name) / CHECKPOINT
+        try:
+            with open(path, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, RuntimeError) as exc:  # torch reports a failed write as a RuntimeError
+            raise PersondetError(f"{path}: cannot write the checkpoint ({_reason(exc)}); {kept}") from None
+        try:
+            run.log_artifact(str(path), ARTIFACT_DIR)
+        except OSError as exc:  # a local artifact store (./mlruns) on a full disk
+            where = exc.filename or f"the artifact store of run {run.run_id}"
+            raise PersondetError(f"{where}: cannot store the checkpoint as {ARTIFACT_DIR}/{CHECKPOINT} "
+                                 f"({_reason(exc)})" + (f"; the previous checkpoint {folder / CHECKPOINT} is kept"
+                                                        if folder is not None and (folder / CHECKPOINT).exists()
+                                                        else "")) from None
+        if folder is not None:
+            os.replace(path, folder / CHECKPOINT)
+
+
+def _reason(exc: BaseException) -> str:
+    """The OS's reason behind an error (torch wraps the OSError of a failed write in a RuntimeError)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return " ".join(str(exc).split())[:160]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from persondet.config import TrainConfig
-from persondet.distributed import get_rank, get_world_size
+from persondet.distributed import get_rank, get_world_size, is_main_process
 from persondet.model_names import REGISTERED_MODEL
 from persondet.tracking import RunHandle, hardware_label, open_run, run_name
+from persondet.tracking.lease import Lease
 from persondet.tracking.models import log_detector
 from persondet.training import checkpoint
 from persondet.training.build import (Start, TrainingData, build_recipe, distributed_model, hardware, load_data,
@@ -39,27 +42,55 @@ def train(config: TrainConfig, on_epoch_end: EpochCallback | None = None,
         model_name = start.model_name
         data = load_data(config, device)
         recipe = build_recipe(config, start, device, data.iters_per_epoch)
+        params = training_params(config, data, start, recipe.detector, device)
         resumed = checkpoint.Resumed()
         if config.resume:
-            resumed = checkpoint.restore(config.resume, model_name, data.iters_per_epoch, recipe.detector,
+            state = checkpoint.load_checkpoint(config.resume)
+            if is_main_process():  # the same training as logged, before anything is loaded or touched
+                checkpoint.check_same_training(state["run_id"], params, config.resume)
+            resumed = checkpoint.restore(state, config.resume, model_name, data.iters_per_epoch, recipe.detector,
                                          recipe.optimizer, recipe.scheduler, recipe.scaler)
+            del state
         model = distributed_model(recipe.detector, device)
 
         stopped: list[BaseException] = []
         name = run_name("train", mix=data.mix, batch_size=config.batch_size,
                         hardware=hardware_label(*hardware(device)))
-        with open_run("train", run_id=resumed.run_id or run_id, system_metrics=True, run_name=name,
-                      stopped=lambda exc: exc in stopped or isinstance(exc, StopRequested)) as run:
+        with _training_run(config, resumed, run_id, name, stopped) as run:
             if not config.resume:
                 if run_id and not keep_name:
                     run.rename(name)
-                run.log_params(training_params(config, data, start, recipe.detector, device))
+                run.log_params(params)
             progress = fit(run, config, model, recipe, data, device, model_name, resumed, on_epoch_end, stopped)
             _write_weights_digest(recipe.detector)
             results = final_metrics(progress, config, device)
             run.log_metrics({k: v for k, v in results.items() if k not in progress.epoch_metrics})
             log_model(run, recipe.detector, config, data, device, start)
         return results
+
+
+@contextlib.contextmanager
+def _training_run(config: TrainConfig, resumed: checkpoint.Resumed, run_id: str | None, run_name: str,
+                  stopped: list[BaseException]) -> Iterator[RunHandle]:
+    """The training's open run, leased to this process for as long as it trains (``tracking.lease``).
+
+    A resume takes the lease before its run is touched: no other training may hold it (its settings were
+    checked against the run's before).  Ends KILLED when the epoch callback stopped the training.
+    """
+    lease = None
+    if resumed.run_id and is_main_process():
+        lease = Lease(resumed.run_id, f"resume={config.resume!r}").take()
+    handle = None
+    try:
+        with open_run("train", run_id=resumed.run_id or run_id, system_metrics=True, run_name=run_name,
+                      stopped=lambda exc: exc in stopped or isinstance(exc, StopRequested)) as handle:
+            if handle.run_id is not None:
+                lease = lease or Lease(handle.run_id, "train").take(contended=False)
+                lease.start()
+            yield handle
+    finally:
+        if lease is not None:
+            lease.release(ended=handle is None or handle.ended)
 
 
 def training_params(config: TrainConfig, data: TrainingData, start: Start, detector: torch.nn.Module,
@@ -99,22 +130,18 @@ def input_size(detector: torch.nn.Module) -> dict[str, int]:
 
 def log_model(run: RunHandle, detector: torch.nn.Module, config: TrainConfig, data: TrainingData,
               device: torch.device, start: Start) -> None:
-    """Log the serving module (``PersonDetector``, on CPU) as the run's ``model``; with ``register``, as a
-    new version of the registered model, tagged with what the study compares (rank 0 only)."""
+    """Log the serving module (``PersonDetector``, on CPU) as the run's ``model`` (weights and a description:
+    ``tracking.models``); with ``register``, as a new version of the registered model, tagged with what the
+    study compares (rank 0 only)."""
     if run.run_id is None:
         return
     from persondet.model import PersonDetector
 
     gpu_type, gpu_count = hardware(device)
     serving = PersonDetector(copy.deepcopy(detector).cpu().to(memory_format=torch.contiguous_format))
-    example = torch.zeros((1, 64, 64, 3), dtype=torch.uint8)
-    version = log_detector(run, serving, example.numpy(), serving(example).numpy(),
-                           REGISTERED_MODEL if config.register else None,
+    version = log_detector(run, serving, start.model_name, REGISTERED_MODEL if config.register else None,
                            {"dataset_mix": data.mix, "batch_size": config.batch_size, "gpu_type": gpu_type,
-                            "gpu_count": gpu_count, "training_run_id": run.run_id},
-                           {"model": start.model_name, "weights_backbone": start.weights_backbone,
-                            "min_size": input_size(detector)["min_size_resolved"],
-                            "max_size": input_size(detector)["max_size_resolved"], "num_classes": 2})
+                            "gpu_count": gpu_count, "training_run_id": run.run_id}, start.weights_backbone)
     if version is not None:
         run.set_tags({"persondet.model_version": version})
 
