@@ -1,4 +1,4 @@
-"""MLflow entry point `evaluate`; `EvaluateConfig` in persondet/config.py describes the step and its options
+"""MLflow entry point `evaluate`; `EvaluateConfig` in persondet/config/ describes the step and its options
 (`python entrypoints/evaluate.py --help`, docs/PARAMETERS.md)."""
 
 import sys

@@ -1,4 +1,4 @@
-"""MLflow entry point `launch`; `LaunchConfig` in persondet/config.py describes the step and its options
+"""MLflow entry point `launch`; `LaunchConfig` in persondet/config/ describes the step and its options
 (`python entrypoints/launch.py --help`, docs/PARAMETERS.md, docs/LAUNCH.md)."""
 
 import sys

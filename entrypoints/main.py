@@ -1,4 +1,4 @@
-"""MLflow entry point `main`; `MainConfig` in persondet/config.py describes the step and its options
+"""MLflow entry point `main`; `MainConfig` in persondet/config/ describes the step and its options
 (`python entrypoints/main.py --help`, docs/PARAMETERS.md)."""
 
 import sys

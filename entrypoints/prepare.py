@@ -1,4 +1,4 @@
-"""MLflow entry point `prepare`; `PrepareConfig` in persondet/config.py describes the step and its options
+"""MLflow entry point `prepare`; `PrepareConfig` in persondet/config/ describes the step and its options
 (`python entrypoints/prepare.py --help`, docs/PARAMETERS.md)."""
 
 import sys

@@ -1,4 +1,4 @@
-"""MLflow entry point `promote`; `PromoteConfig` in persondet/config.py describes the step and its options
+"""MLflow entry point `promote`; `PromoteConfig` in persondet/config/ describes the step and its options
 (`python entrypoints/promote.py --help`, docs/PARAMETERS.md)."""
 
 import sys

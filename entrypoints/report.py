@@ -1,4 +1,4 @@
-"""MLflow entry point `report`; `ReportConfig` in persondet/config.py describes the step and its options
+"""MLflow entry point `report`; `ReportConfig` in persondet/config/ describes the step and its options
 (`python entrypoints/report.py --help`, docs/PARAMETERS.md)."""
 
 import sys

@@ -1,4 +1,4 @@
-"""MLflow entry point `train`; `TrainConfig` in persondet/config.py describes the step and its options
+"""MLflow entry point `train`; `TrainConfig` in persondet/config/ describes the step and its options
 (`python entrypoints/train.py --help`, docs/PARAMETERS.md)."""
 
 from persondet.cli import parse_config, run_cli

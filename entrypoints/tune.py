@@ -1,4 +1,4 @@
-"""MLflow entry point `tune`; `TuneConfig` in persondet/config.py describes the step and its options
+"""MLflow entry point `tune`; `TuneConfig` in persondet/config/ describes the step and its options
 (`python entrypoints/tune.py --help`, docs/PARAMETERS.md)."""
 
 import sys
