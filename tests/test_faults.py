@@ -27,7 +27,7 @@ import torch
 
 import prepare_fixtures as fx
 from training_fixtures import (ROOT, TINY_ARGS, TRAIN_SCRIPT, make_prepared_set, store_client, store_runs,
-                               subprocess_env)
+                               subprocess_env, wait_until)
 
 
 def _train(tmp_path: Path, data: Path, *args: str, **popen) -> subprocess.Popen:
@@ -35,16 +35,6 @@ def _train(tmp_path: Path, data: Path, *args: str, **popen) -> subprocess.Popen:
                             cwd=tmp_path, env=subprocess_env(tmp_path), **popen)
 
 
-def _wait(condition, timeout_s: float, what: str, process: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process ended with {process.returncode} first")
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
 
 
 def _first_epoch_logged(tmp_path: Path):
@@ -177,14 +167,14 @@ def test_single_process_training_killed_by_sigkill_ends_failed(tmp_path):
     data = make_prepared_set(tmp_path / "d", images=16)
     training = _train(tmp_path, data, "--epochs", "4", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        run_id = _wait(lambda: _first_epoch_logged(tmp_path), 300, "the first epoch", training)
+        run_id = wait_until(lambda: _first_epoch_logged(tmp_path), 300, "the first epoch", training)
         assert _status(tmp_path, run_id) == "RUNNING"
         training.send_signal(signal.SIGKILL)
         training.wait(timeout=30)
     finally:
         if training.poll() is None:
             training.kill()
-    _wait(lambda: _status(tmp_path, run_id) == "FAILED", 60, "the run marked FAILED")
+    wait_until(lambda: _status(tmp_path, run_id) == "FAILED", 60, "the run marked FAILED")
     assert "persondet.lease" not in store_client(tmp_path).get_run(run_id).data.tags
 
 
@@ -206,8 +196,8 @@ def test_ddp_worker_killed_by_a_signal_is_named_and_the_run_failed(tmp_path):
     launcher = _train(tmp_path, data, "--epochs", "6", "--nproc", "2", stdout=subprocess.DEVNULL,
                       stderr=subprocess.PIPE, text=True)
     try:
-        run_id = _wait(lambda: _first_epoch_logged(tmp_path), 400, "the first epoch", launcher)
-        workers = _wait(lambda: _workers(psutil.Process(launcher.pid)), 30, "the workers", launcher)
+        run_id = wait_until(lambda: _first_epoch_logged(tmp_path), 400, "the first epoch", launcher)
+        workers = wait_until(lambda: _workers(psutil.Process(launcher.pid)), 30, "the workers", launcher)
         workers[1].send_signal(signal.SIGSEGV)  # a crash in native code, as roi_align on a NaN box did
         _, err = launcher.communicate(timeout=300)
     finally:
@@ -226,8 +216,8 @@ def test_kill_9_of_a_ddp_launcher_stops_its_workers_and_fails_the_run(tmp_path):
     launcher = _train(tmp_path, data, "--epochs", "8", "--nproc", "2", stdout=subprocess.DEVNULL,
                       stderr=subprocess.DEVNULL)
     try:
-        run_id = _wait(lambda: _first_epoch_logged(tmp_path), 400, "the first epoch", launcher)
-        workers = _wait(lambda: _workers(psutil.Process(launcher.pid)), 30, "the workers", launcher)
+        run_id = wait_until(lambda: _first_epoch_logged(tmp_path), 400, "the first epoch", launcher)
+        workers = wait_until(lambda: _workers(psutil.Process(launcher.pid)), 30, "the workers", launcher)
         torchrun = workers[0].parent()
         launcher.send_signal(signal.SIGKILL)
         launcher.wait(timeout=30)
@@ -242,7 +232,7 @@ def test_kill_9_of_a_ddp_launcher_stops_its_workers_and_fails_the_run(tmp_path):
                     process.cmdline()):
                 process.kill()
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in (torchrun, *workers.values()))
-    _wait(lambda: _status(tmp_path, run_id) == "FAILED", 60, "the run marked FAILED by rank 0's guard")
+    wait_until(lambda: _status(tmp_path, run_id) == "FAILED", 60, "the run marked FAILED by rank 0's guard")
     epochs = store_client(tmp_path).get_metric_history(run_id, "epoch_loss")
     assert len(epochs) < 8  # stopped, not finished by orphans
 
@@ -257,11 +247,11 @@ def test_resume_with_other_settings_or_while_resumed_is_refused(tmp_path):
     ck = tmp_path / "ck"
     first = _train(tmp_path, data, "--epochs", "3", "--checkpoint-dir", str(ck), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    _wait(lambda: (ck / "last.pt").exists(), 300, "the first checkpoint", first)
+    wait_until(lambda: (ck / "last.pt").exists(), 300, "the first checkpoint", first)
     first.send_signal(signal.SIGKILL)
     first.wait()
     run_id = torch.load(ck / "last.pt", weights_only=True)["run_id"]
-    _wait(lambda: _status(tmp_path, run_id) == "FAILED", 60, "the killed run marked FAILED")
+    wait_until(lambda: _status(tmp_path, run_id) == "FAILED", 60, "the killed run marked FAILED")
 
     other = subprocess.run([sys.executable, str(TRAIN_SCRIPT), "--data", str(data), *TINY_ARGS, "--batch-size", "4",
                             "--epochs", "5", "--resume", run_id], cwd=tmp_path, env=subprocess_env(tmp_path),
@@ -279,7 +269,7 @@ def test_resume_with_other_settings_or_while_resumed_is_refused(tmp_path):
         def leased_by_resume():
             tag = store_client(tmp_path).get_run(run_id).data.tags.get("persondet.lease")
             return tag and json.loads(tag)["pid"] == resume.pid
-        _wait(leased_by_resume, 300, "the resume's lease", resume)
+        wait_until(leased_by_resume, 300, "the resume's lease", resume)
         second = subprocess.run([sys.executable, str(TRAIN_SCRIPT), "--data", str(data), *TINY_ARGS, "--epochs", "3",
                                  "--resume", run_id], cwd=tmp_path, env=subprocess_env(tmp_path),
                                 capture_output=True, text=True, timeout=300)

@@ -13,7 +13,6 @@ import base64
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from native_services import ROLES, ROOT, SUPERUSER, write_secret
-from training_fixtures import make_prepared_set
+from training_fixtures import make_prepared_set, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -96,16 +95,6 @@ def test_the_server_keeps_runs_in_postgresql(tracking_server, as_client):
         assert cursor.fetchone()[0] == 1
 
 
-def _wait(condition, timeout_s: float, what: str, process=None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: the process ended with {process.returncode} first")
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
 
 
 @pytest.mark.slow
@@ -140,7 +129,7 @@ def test_prepare_train_evaluate_with_credentials_and_a_server_crash_mid_training
         return None
 
     try:
-        run_id = _wait(first_epoch_logged, 300, "the training's first epoch", training)
+        run_id = wait_until(first_epoch_logged, 300, "the training's first epoch", training)
         tracking_server.kill()  # a crash in the middle of the training
         assert training.poll() is None, "the training ended before the crash"
         tracking_server.start()

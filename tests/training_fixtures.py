@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -76,3 +77,17 @@ def store_runs(tmp_path: Path) -> list:
     client = store_client(tmp_path)
     experiment = client.get_experiment_by_name("persondet")
     return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def wait_until(condition, timeout_s: float, what: str, process=None, every_s: float = 0.2):
+    """``condition()``'s first truthy value within ``timeout_s``; fails naming ``what`` on a timeout, or when
+    ``process`` ends first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process ended with {process.returncode} first")
+        time.sleep(every_s)
+    raise AssertionError(f"{what}: not within {timeout_s} s")
