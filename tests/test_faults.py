@@ -190,6 +190,21 @@ def _workers(launcher: psutil.Process) -> dict[int, psutil.Process]:
     return found
 
 
+def test_the_failure_named_is_the_crash_not_the_peer_that_lost_its_connection():
+    from types import SimpleNamespace
+
+    from persondet.training.torchrun import LOST_A_PEER, first_failure, lost_a_peer
+
+    gloo = RuntimeError("[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:27881. This "
+                        "is typically caused by a remote worker crashing.")
+    assert lost_a_peer(gloo) and not lost_a_peer(RuntimeError("CUDA out of memory")) and not lost_a_peer(ValueError())
+    at = 1000.0  # torchrun saw both at one poll: the crash (rank 1) is named, not rank 0 that lost its peer
+    same_moment = {0: SimpleNamespace(timestamp=at, exitcode=LOST_A_PEER), 1: SimpleNamespace(timestamp=at, exitcode=-11)}
+    assert first_failure(same_moment) == (1, -11)
+    earlier = {0: SimpleNamespace(timestamp=at, exitcode=1), 1: SimpleNamespace(timestamp=at + 1, exitcode=-15)}
+    assert first_failure(earlier) == (0, 1)
+
+
 @pytest.mark.slow
 def test_ddp_worker_killed_by_a_signal_is_named_and_the_run_failed(tmp_path):
     data = make_prepared_set(tmp_path / "d", images=24)

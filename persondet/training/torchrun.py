@@ -46,10 +46,28 @@ def die_with_parent(sig: int, parent: int) -> None:
         os.kill(os.getpid(), sig)
 
 
+# The exit status of a worker whose collective broke because another worker died first (worker.py).
+LOST_A_PEER = 3
+
+
+def lost_a_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because a peer process went away (its own failure is the
+    cause). gloo raises a plain RuntimeError for it, so its message is what tells."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and (
+        "closed by peer" in text or "reset by peer" in text or "remote worker crashing" in text))
+
+
 def first_failure(failures: dict) -> tuple[int, int]:
     """(global rank, exit code) of the failure that started it: the earliest, and among failures of one
-    moment not a SIGTERM (torchrun sends that to the other workers once one has failed)."""
-    rank = min(failures, key=lambda r: (failures[r].timestamp, failures[r].exitcode == -signal.SIGTERM, r))
+    moment not a SIGTERM (torchrun sends that to the other workers once one has failed) nor a worker that
+    only lost its peer (``LOST_A_PEER``)."""
+    def consequence(rank) -> bool:
+        return failures[rank].exitcode in (-signal.SIGTERM, LOST_A_PEER)
+
+    rank = min(failures, key=lambda r: (failures[r].timestamp, consequence(r), r))
     return int(rank), int(failures[rank].exitcode)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from persondet.distributed import is_main_process
 from persondet.errors import PersondetError
-from persondet.training.torchrun import TORCHRUN_PID, die_with_parent
+from persondet.training.torchrun import LOST_A_PEER, TORCHRUN_PID, die_with_parent, lost_a_peer
 
 
 def main(argv: list[str]) -> int:
@@ -34,6 +34,10 @@ def main(argv: list[str]) -> int:
         if is_main_process():  # the launcher prints it, once
             result_file.write_text(json.dumps({"error": message}))
         return 2
+    except Exception as exc:  # noqa: BLE001 - only the peer-lost case is handled
+        if lost_a_peer(exc):  # another worker died first: torchrun's report names that one, no traceback here
+            return LOST_A_PEER
+        raise
     if is_main_process():
         result_file.write_text(json.dumps({"metrics": metrics}))
     return 0
