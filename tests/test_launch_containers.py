@@ -110,7 +110,7 @@ def test_launch_on_two_servers_reports_the_failing_ones_and_reuses_finished_runs
     from persondet.report import speed_table
 
     assert {label for label, _ in speed_table([runs["local-a"], runs["local-b"]])} == {
-        "local-a: cpu", "local-b: cpu"}  # report's speed table shows the servers side by side
+        "local-a: cpu | small 96/128px", "local-b: cpu | small 96/128px"}  # the servers side by side, one setup
 
     again = _servers_file(tmp_path / "again.yml", [
         {"name": "local-a", **local}, {"name": "local-b", **local, "url": docker_engine.tcp_url, "tls": tls}])
