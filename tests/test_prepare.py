@@ -227,6 +227,16 @@ BAD_CASES = ["missing_root", "missing_coco_json", "missing_images_mat", "truncat
              "nan_idlocate", "inf_idlocate", "nan_person_idlocate"]
 
 
+def _assert_refused_before_any_output(argv, expected, capsys, out_parent, tmp_path):
+    """The entry point exits 2 with one line matching ``expected``, writing nothing and starting no run."""
+    assert run_cli(_entry_point(), argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("persondet: error: ")
+    assert re.search(expected, err), err
+    assert list(out_parent.iterdir()) == []  # no output folder, no temporary leftovers
+    assert not (tmp_path / "mlflow.db").exists()  # checked before any run was started
+
+
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, tracking_env, capsys, case):
     coco = fx.make_coco_tree(tmp_path / "coco")
@@ -236,12 +246,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, tracking_env, capsy
     extra, expected = _break(case, coco, cuhk)
     argv = ["--coco-root", str(coco), "--cuhk-root", str(cuhk), "--output-dir", str(out_parent / "prepared"),
             *extra]
-    assert run_cli(_entry_point(), argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("persondet: error: ")
-    assert re.search(expected, err), err
-    assert list(out_parent.iterdir()) == []  # no output folder, no temporary leftovers
-    assert not (tmp_path / "mlflow.db").exists()  # checked before any run was started
+    _assert_refused_before_any_output(argv, expected, capsys, out_parent, tmp_path)
 
 
 # --------------------------------------------------------------- four sources: CityPersons and CrowdHuman too
@@ -381,12 +386,7 @@ def test_bad_citypersons_and_crowdhuman_input_one_line_exit_2_nothing_written(tm
     expected = _break_four(case, roots)
     argv = [*(arg for name, root in roots.items() for arg in (f"--{name}-root", str(root))),
             "--mix", "coco+cuhk+citypersons+crowdhuman", "--output-dir", str(out_parent / "prepared")]
-    assert run_cli(_entry_point(), argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("persondet: error: ")
-    assert re.search(expected, err), err
-    assert list(out_parent.iterdir()) == []  # no output folder, no temporary leftovers
-    assert not (tmp_path / "mlflow.db").exists()  # checked before any run was started
+    _assert_refused_before_any_output(argv, expected, capsys, out_parent, tmp_path)
     assert not (tmp_path / "demo").exists()  # no demo data generated for a source given a root
 
 
