@@ -12,7 +12,7 @@ Which run is opened:
    another run of this process is open is nested under it.
 
 While open, the handle's run is also MLflow's active run, so MLflow's run-scoped APIs (system metrics,
-``mlflow.pytorch.log_model``, ``mlflow.projects.run``'s child runs) see the same run; the handle itself logs
+``mlflow.pyfunc.log_model``, ``mlflow.projects.run``'s child runs) see the same run; the handle itself logs
 through the client with its explicit run id.  The run ends FINISHED, FAILED on an error, or KILLED when
 ``stopped(exc)`` says the error was a requested stop (a pruned optuna trial).  A tracking server that stays
 away longer than MLflow's retries is one ``tracking_error`` line, wherever the step met it; a run it could
