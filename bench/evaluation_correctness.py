@@ -93,7 +93,7 @@ def batch_independence(tmp: Path, iters: int) -> list[list[object]]:
     result = prepare(PrepareConfig(mix="coco+cuhk", output_dir=str(tmp / "prepared")))  # the demo sources
     prepared = Path(result.output_dir) / "train.json"
     train(TrainConfig.from_strings({"data": str(prepared), "register": "false",
-                                    **{**DEMO_TRAIN, "max_iters_per_epoch": str(iters)}}))
+                                    **{**DEMO_TRAIN, "epochs": "1", "max_iters_per_epoch": str(iters)}}))
     import mlflow
 
     from persondet.tracking.models import load_detector

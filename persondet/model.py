@@ -75,7 +75,9 @@ def _build_small(num_classes: int, min_size: int | None, max_size: int | None):
         min_size=min_size or SMALL_MIN_SIZE, max_size=max_size or SMALL_MAX_SIZE,
         rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=500,
         rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=300,
-        box_batch_size_per_image=256, box_detections_per_img=100)
+        # 64 sampled proposals per image (torchvision's default is 512): on CPU the RoIAlign backward pass
+        # grows with the sampled proposals and took half of a training step at 256 (docs/TRAINING.md)
+        box_batch_size_per_image=64, box_detections_per_img=100)
 
 
 def imagenet_weights(name: str):

@@ -30,11 +30,18 @@ from persondet.tracking.search import find_finished
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INPUT_DIGEST_TAG = "persondet.input_digest"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# Demo training on CPU: one short epoch per run so the six trainings of `main` fit in minutes on a
-# 2-core machine. At batch 8 and 16 that is only about 24 updates, so the learning rate is raised and
-# the warm-up cut (the sweep behind these numbers is in docs/TRAINING.md).
-DEMO_TRAIN = {"epochs": "1", "max_iters_per_epoch": "24", "min_size": "256", "max_size": "341",
-              "workers": "0", "lr": "0.04", "warmup_iters": "5"}
+# Demo training on CPU (the sweep behind these numbers: docs/TRAINING.md, "The demo trainings of main"):
+# every demo training sees the same 6 x 160 images (160: the smallest demo mix), so batch 8 makes 120
+# updates and batch 16 makes 60, at 160 px: about a minute each on a 2-core machine.
+DEMO_IMAGES_PER_EPOCH = 160
+DEMO_TRAIN = {"epochs": "6", "min_size": "160", "max_size": "213", "workers": "0", "lr": "0.04",
+              "warmup_iters": "10"}
+
+
+def demo_train_settings(batch_size: int) -> dict[str, str]:
+    """The settings of a demo training at ``batch_size``: DEMO_TRAIN, with epochs of DEMO_IMAGES_PER_EPOCH
+    images (at least one iteration)."""
+    return {**DEMO_TRAIN, "max_iters_per_epoch": str(max(1, DEMO_IMAGES_PER_EPOCH // batch_size))}
 
 
 @dataclass
@@ -149,7 +156,7 @@ def _train_settings(config: MainConfig, checked: CheckedInputs, data: str, batch
                 "nproc": str(config.nproc)}
     if config.init:
         settings["init"] = config.init
-    settings.update(DEMO_TRAIN if _is_demo(config) else {})
+    settings.update(demo_train_settings(batch_size) if _is_demo(config) else {})
     for name in ("epochs", "max_iters_per_epoch", "min_size", "max_size", "workers"):
         if getattr(config, name) is not None:
             settings[name] = str(getattr(config, name))

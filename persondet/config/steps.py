@@ -283,8 +283,8 @@ class MainConfig(ConfigBase):
     person_category: str = setting("person", "the test set's person category: its name (case-insensitive) or "
                                    "integer id; the demo in-house set's is pedestrian")
     batch_sizes: tuple[int, ...] = setting((8, 16), "global batch sizes; each mix is trained at each")
-    epochs: int | None = setting(None, "training epochs; auto = the demo setting (pipeline.DEMO_TRAIN) on the "
-                                 "demo data, else train's default")
+    epochs: int | None = setting(None, "training epochs; auto = the demo setting (6, pipeline.DEMO_TRAIN) on "
+                                 "the demo data, else train's default")
     model: Literal[MODEL_CHOICES] = setting("auto", f"the detector trained; {_AUTO_MODEL}")
     weights_backbone: str = setting("auto", _WEIGHTS_BACKBONE + "; checked (and downloaded) before the first "
                                     "step, passed to every training resolved")
@@ -293,8 +293,8 @@ class MainConfig(ConfigBase):
     mixes: tuple[str, ...] = setting(DEFAULT_MIXES, "the dataset mixes prepared and trained (each like prepare's "
                                     "mix)")
     experiment: str = setting("persondet", "the MLflow experiment of the study's runs")
-    max_iters_per_epoch: int | None = setting(None, "cap on iterations per training epoch; auto = the demo "
-                                              "setting (pipeline.DEMO_TRAIN) on the demo data, else no cap")
+    max_iters_per_epoch: int | None = setting(None, "cap on iterations per training epoch; auto = on the "
+                                              "demo data 160 images' worth (160 // batch_size), else no cap")
     device: Literal[DEVICES] = setting("auto", "where trainings and evaluations run; auto = cuda when "
                                        "available, else cpu")
     amp: Literal[AMP_MODES] = setting("none", "mixed precision of the trainings (as train's amp)")
