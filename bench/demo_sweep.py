@@ -49,16 +49,23 @@ class Recipe:
     lr: float
     warmup_iters: int
     epochs: int
-    iters: int | None  # max_iters_per_epoch
+    iters: int | None  # max_iters_per_epoch; 0: the demo's (160 images an epoch, 160 // batch size)
     min_size: int
     max_size: int
     box_batch: int | None  # proposals sampled per image for the box head (None: as the model builds it)
     rpn_post_nms: int | None  # proposals kept per image in training (None: as the model builds it)
 
-    def train_strings(self) -> dict[str, str]:
+    def train_strings(self, batch_size: int) -> dict[str, str]:
+        from persondet.pipeline import demo_train_settings
+
+        iters = demo_train_settings(batch_size)["max_iters_per_epoch"] if self.iters == 0 else self.iters
         return {"epochs": str(self.epochs), "lr": str(self.lr), "warmup_iters": str(self.warmup_iters),
-                "max_iters_per_epoch": "none" if self.iters is None else str(self.iters),
+                "max_iters_per_epoch": "none" if iters is None else str(iters),
                 "min_size": str(self.min_size), "max_size": str(self.max_size), "workers": "0"}
+
+
+def _iters_text(iters: int | None) -> str:
+    return "none" if iters is None else "the demo's (160 // batch size)" if iters == 0 else str(iters)
 
 
 def cpu_seconds() -> float:
@@ -133,7 +140,7 @@ def run_one(mix: str, batch_size: int, seed: int, recipe: Recipe, prepared: str,
     cpu = cpu_seconds()
     metrics = train(TrainConfig.from_strings({
         "data": prepared, "model": "small", "batch_size": str(batch_size), "seed": str(seed),
-        "register": "false", **recipe.train_strings()}))
+        "register": "false", **recipe.train_strings(batch_size)}))
     train_cpu = cpu_seconds() - cpu
     if inst.loop_wall <= 0:  # persondet.training no longer calls engine.train_one_epoch: fix Instrument
         raise PersondetError("bench/demo_sweep.py: the training loop was not timed (engine.train_one_epoch "
@@ -171,15 +178,16 @@ def parse(argv) -> tuple:
     parser.add_argument("--mixes", default=",".join(MIXES), help="comma-separated dataset mixes")
     parser.add_argument("--batch-sizes", default="8,16", help="comma-separated global batch sizes")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
-    parser.add_argument("--data", default="both-wide", help=f"demo-data variant: {', '.join(VARIANTS)}")
+    parser.add_argument("--data", default="default", help=f"demo-data variant: {', '.join(VARIANTS)}")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the demo data")
     parser.add_argument("--lr", type=float, default=0.04)
     parser.add_argument("--warmup-iters", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--iters", type=int, default=10, help="max_iters_per_epoch (0: whole epochs)")
+    parser.add_argument("--iters", type=int, default=0, help="max_iters_per_epoch (0: the demo's, 160 images an "
+                        "epoch; -1: whole epochs)")
     parser.add_argument("--min-size", type=int, default=160)
     parser.add_argument("--max-size", type=int, default=213)
-    parser.add_argument("--box-batch", type=int, default=64,
+    parser.add_argument("--box-batch", type=int, default=0,
                         help="proposals sampled per image for the box head (0: as the model builds it)")
     parser.add_argument("--rpn-post-nms", type=int, default=0,
                         help="RPN proposals kept per image in training (0: as the model builds it)")
@@ -199,10 +207,13 @@ def parse(argv) -> tuple:
     for flag in ("lr", "epochs", "min_size", "max_size", "threads"):
         if not getattr(args, flag) > 0:
             raise PersondetError(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be > 0")
-    for flag in ("warmup_iters", "iters", "box_batch", "rpn_post_nms"):
+    if args.iters < -1:
+        raise PersondetError(f"--iters={args.iters} must be >= -1")
+    for flag in ("warmup_iters", "box_batch", "rpn_post_nms"):
         if getattr(args, flag) < 0:
             raise PersondetError(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be >= 0")
-    recipe = Recipe(args.lr, args.warmup_iters, args.epochs, args.iters or None, args.min_size, args.max_size,
+    recipe = Recipe(args.lr, args.warmup_iters, args.epochs, None if args.iters == -1 else args.iters,
+                    args.min_size, args.max_size,
                     args.box_batch or None, args.rpn_post_nms or None)
     return args, mixes, batch_sizes, seeds, recipe
 
@@ -254,7 +265,7 @@ def main(argv=None) -> None:
           f"{r['load']:.1f}"] for r in rows])
     print(table)
     method = (f"data `{args.data}` (seed {args.data_seed}); lr {recipe.lr}, warmup_iters {recipe.warmup_iters}, "
-              f"epochs {recipe.epochs}, max_iters_per_epoch {recipe.iters or 'none'}, min_size {recipe.min_size}, "
+              f"epochs {recipe.epochs}, max_iters_per_epoch {_iters_text(recipe.iters)}, min_size {recipe.min_size}, "
               f"max_size {recipe.max_size}, box-head proposals per image {recipe.box_batch or 'as built'}, RPN "
               f"post-NMS proposals in training {recipe.rpn_post_nms or 'as built'}; {args.threads} torch "
               "thread(s), workers 0; prepare, train and evaluate called in one process against a temporary "

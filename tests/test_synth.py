@@ -66,6 +66,31 @@ def test_demo_home_from_environment(tmp_path, monkeypatch):
     assert data.coco_root == tmp_path / "home" / "seed1-tiny" / "coco"
 
 
+def test_demo_tree_of_an_older_format_is_replaced_by_the_current_one(tmp_path):
+    tiny = synth.DemoProfile(name="tiny", coco_train_images=4, coco_val_images=2, cuhk_images=4,
+                             cuhk_pool_images=2, inhouse_images=2, cheap_images=True)
+    data = synth.ensure_demo_data(seed=1, root=tmp_path, profile=tiny)
+    tree = data.coco_root.parent
+    (tree / synth.MARKER).write_text("0\n")  # as an earlier persondet left it
+    (tree / "left-by-the-old-version.txt").write_text("x")
+    again = synth.ensure_demo_data(seed=1, root=tmp_path, profile=tiny)
+    assert again == data
+    assert (tree / synth.MARKER).read_text().strip() == synth.FORMAT_VERSION
+    assert not (tree / "left-by-the-old-version.txt").exists()
+    assert (tree / "coco/annotations/instances_train2017.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tree.name]  # nothing set aside is left
+
+
+def test_demo_coco_persons_span_the_in_house_sizes(demo):
+    import json
+
+    coco = json.loads((demo.coco_root / "annotations/instances_train2017.json").read_text())
+    heights = {im["id"]: im["height"] for im in coco["images"]}
+    rel = [a["bbox"][3] / heights[a["image_id"]] for a in coco["annotations"]
+           if a["category_id"] == 1 and not a["iscrowd"]]
+    assert min(rel) < 0.3 and max(rel) > 0.7  # the in-house set's persons are 0.25-0.6 of the image
+
+
 def test_non_empty_foreign_directory_is_refused(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("x")

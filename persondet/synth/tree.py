@@ -8,6 +8,7 @@ built in a temporary folder and renamed into place, so the tree's bytes for the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from persondet.synth.crowdhuman import write_crowdhuman
 from persondet.synth.cuhk import write_cuhk
 from persondet.synth.inhouse import write_inhouse
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: COCO persons 0.2-0.8 of the image height (the in-house set's sizes too)
 MARKER = ".persondet-demo-complete"
 EXTRA_SOURCES = ("citypersons", "crowdhuman")
 
@@ -35,6 +36,8 @@ class DemoProfile:
     coco_train_images: int = 240
     coco_val_images: int = 60
     coco_person_fraction: float = 0.75
+    # persons as tall as the in-house set's (0.25-0.6 of the image) and taller: a COCO-only demo model meets them
+    coco_person_height: tuple[float, float] = (0.2, 0.8)
     cuhk_images: int = 160
     cuhk_pool_images: int = 60
     inhouse_images: int = 80
@@ -74,6 +77,12 @@ def _is_complete(target: Path) -> bool:
     return marker.is_file() and marker.read_text().strip() == FORMAT_VERSION
 
 
+def _is_outdated(target: Path) -> bool:
+    """A complete demo tree of another FORMAT_VERSION: persondet's own cache, replaced by the current one."""
+    marker = target / MARKER
+    return marker.is_file() and marker.read_text().strip() != FORMAT_VERSION
+
+
 def build_demo_tree(target: str | Path, seed: int = 0, profile: DemoProfile | None = None,
                     extra_sources: Sequence[str] = ()) -> DemoData:
     """Write coco/, cuhk/ and inhouse/ into ``target`` atomically (temp sibling, then rename); reuse if complete.
@@ -94,7 +103,8 @@ def build_demo_tree(target: str | Path, seed: int = 0, profile: DemoProfile | No
 
 
 def _build_base(target: Path, seed: int, profile: DemoProfile) -> None:
-    if target.exists() and any(target.iterdir()):
+    outdated = _is_outdated(target)
+    if target.exists() and any(target.iterdir()) and not outdated:
         raise PersondetError(f"{target}: exists, is not empty and holds no complete demo data; "
                              "remove it or choose another directory")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -103,12 +113,17 @@ def _build_base(target: Path, seed: int, profile: DemoProfile) -> None:
         cheap = profile.cheap_images
         write_coco(tmp / "coco", seed=seed, train_images=profile.coco_train_images,
                    val_images=profile.coco_val_images, person_fraction=profile.coco_person_fraction,
-                   cheap_images=cheap)
+                   person_height=profile.coco_person_height, cheap_images=cheap)
         write_cuhk(tmp / "cuhk", seed=seed, images=profile.cuhk_images, pool_images=profile.cuhk_pool_images,
                    cheap_images=cheap)
         write_inhouse(tmp / "inhouse", seed=seed, images=profile.inhouse_images, cheap_images=cheap)
         (tmp / MARKER).write_text(FORMAT_VERSION + "\n")
-        if target.exists():
+        if outdated:  # set the old tree aside, then put the new one in its place
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            with contextlib.suppress(FileNotFoundError):  # another process got there first
+                os.rename(target, old)
+                shutil.rmtree(old, ignore_errors=True)
+        elif target.exists():
             target.rmdir()  # empty (checked above)
         try:
             os.rename(tmp, target)
