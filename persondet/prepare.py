@@ -27,7 +27,8 @@ from persondet.formats import cuhk_sysu
 from persondet.formats.coco import read_coco_persons
 from persondet.formats.imagefiles import image_sizes
 from persondet.formats.merge import SourceSet, merge, write_dataset
-from persondet.stats import dataset_stats, draw_checks, plot_relative_sizes, relative_sizes, write_stats
+from persondet.stats import (dataset_stats, draw_checks, plot_relative_sizes, preload_plotting, relative_sizes,
+                             write_stats)
 from persondet.tracking import open_run, run_name
 from persondet.tracking.store import preload as preload_tracking
 from persondet.worker import Worker, can_fork
@@ -71,6 +72,7 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
     try:
         if worker:
             with Worker(build_outputs, config, mix, roots, parent, plot=False) as process:
+                preload_plotting()  # small: fits beside the worker's peak of memory
                 if process.wait_for("first source read"):  # its peak of memory is behind it: MLflow's turn
                     preload_tracking()
                 staged = process.wait_for("plot")  # the worker writes the rest meanwhile
