@@ -4,7 +4,9 @@ The sources are those of the registry (``persondet.datasets.SOURCES``); the COCO
 are here (``read_coco_source``, ``read_cuhk_source``).
 
 Everything is read and checked before anything is written; outputs are built in a temporary folder,
-logged to the run under ``prepared/`` and, with ``output_dir``, renamed into place.
+logged to the run under ``prepared/`` and, with ``output_dir``, renamed into place.  In a process of its
+own (the entry point) the reading and writing (``build_outputs``) run in a forked worker while this process
+imports MLflow and draws the size histogram (``prepare``).
 """
 
 from __future__ import annotations
