@@ -4,8 +4,9 @@ The data (generated once by ``persondet.synth`` and cached under ``--work``) has
 ``instances_train2017.json`` of 118,287 images and about 860,000 annotations of all 80 categories with
 polygon segmentations (about 450 MB), 64,115 images holding persons; a CUHK-SYSU tree of 18,184 image
 files (cheap solid-colour JPEGs, hard-linked, so prepare must read sizes from their headers) with 96,143
-boxes.  Each measurement runs in a fresh Python process, which reports the wall time of the call, its CPU
-time and its peak resident memory (``getrusage`` max RSS, of itself and of any children).  A third
+boxes.  Each measurement runs in a fresh Python process, which reports the wall time of the call and its CPU
+time (its worker processes' included); its peak resident memory is that of the process and all its workers
+together (``measure``).  A third
 measurement times the image-header reads prepare makes (every kept image) with persondet's header parser
 and with ``PIL.Image.open(path).size``.  Goal (issue 15 point 7): prepare in at most 0.25x the time of
 the COCO load alone, in at most 0.3x its peak memory.
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,7 +71,7 @@ _CHILD = textwrap.dedent("""
         else:  # cumulative time of the named functions (all calls), and of imports, under cProfile
             import cProfile, pstats
             profiler = cProfile.Profile()
-            profiler.runcall(prepare, config)
+            profiler.runcall(prepare, config, worker=False)  # one process: the profiler sees every stage
             stages = dict.fromkeys(args["stages"], 0.0)
             for (file, _, name), (_, _, _, cumulative, _) in pstats.Stats(profiler).stats.items():
                 key = file.rsplit("/", 1)[-1] + ":" + name
@@ -196,19 +198,60 @@ def count_annotations(path: Path) -> int:
 
 
 def measure(task: str, args: dict, cwd: Path, env: dict) -> dict:
-    """Run one measurement in a fresh interpreter; returns seconds, import_seconds, peak_mb, process_seconds."""
+    """Run one measurement in a fresh interpreter; returns seconds, import_seconds, peak_mb, process_seconds.
+
+    ``peak_mb`` covers every process of the measurement at once: the largest total resident memory of the
+    interpreter and all its descendants (prepare's worker process), sampled every ``SAMPLE_SECONDS``, and at
+    least the ``getrusage`` max RSS the interpreter reports for itself and for its largest child.
+    """
     with _common.Timer() as timer:
-        proc = subprocess.run([sys.executable, "-c", _CHILD, task, json.dumps(args)], cwd=cwd, env=env,
-                              capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, task, json.dumps(args)], cwd=cwd, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tree_peak = 0
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            import threading
+
+            drains = [threading.Thread(target=shutil.copyfileobj, args=(src, dst)) for src, dst in
+                      ((proc.stdout, out), (proc.stderr, err))]
+            for drain in drains:
+                drain.start()
+            while proc.poll() is None:
+                tree_peak = max(tree_peak, tree_rss(proc.pid))
+                time.sleep(SAMPLE_SECONDS)
+            for drain in drains:
+                drain.join()
+            out.seek(0), err.seek(0)
+            stdout, stderr = out.read(), err.read()
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        tail = (stderr.strip().splitlines() or ["(no output)"])[-1]
         from persondet.errors import PersondetError
 
         raise PersondetError(f"{task} failed with exit status {proc.returncode}: {tail}")
     result = json.loads(lines[-1][len("RESULT "):])
     result["process_seconds"] = timer.seconds
+    result["peak_mb"] = max(result["peak_mb"], tree_peak / 2**20)
     return result
+
+
+SAMPLE_SECONDS = 0.01
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process ``pid`` and all its descendants now (0 for a process that is gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/statm") as f:
+                total += int(f.read().split()[1]) * _PAGE
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(child) for child in f.read().split())
+        except (OSError, ValueError):  # it ended between two reads
+            continue
+    return total
 
 
 def main(argv=None) -> None:
@@ -288,8 +331,8 @@ def main(argv=None) -> None:
           "yes" if headers["same"] else "NO"]])
     profile = best["profile"]["stages"]
     whole = profile["prepare.py:prepare"] or 1.0
-    table += "\n\nWhere the time goes (one run under cProfile, which slows Python-heavy parts more than C calls; " \
-             "nested rows are included in the rows above them):\n\n" + _common.markdown_table(
+    table += "\n\nWhere the time goes (one run under cProfile, all in one process (no worker), which slows " \
+             "Python-heavy parts more than C calls; nested rows are included in the rows above them):\n\n" + _common.markdown_table(
                  ["stage", "function", "cumulative (s)", "share of prepare"],
                  [[label, f"`{key}`", f"{profile[key]:.2f}", f"{profile[key] / whole:.0%}"] for key, label in STAGES])
     if args.compare:
@@ -303,7 +346,7 @@ def main(argv=None) -> None:
               f"2048 x 1024 (anno_train.mat) and CrowdHuman {crowdhuman_lines:,} train images with "
               f"{crowdhuman_persons:,} person boxes in a {odgt.stat().st_size / 1e6:.0f} MB annotation_train.odgt. "
               f"Each measurement in a fresh Python process (call wall and CPU time, CPU = user + system; process "
-              f"time adds interpreter start and imports; peak = getrusage max RSS of the process and its children), "
+              f"time adds interpreter start and imports; peak = the largest total resident memory of the process and all its worker processes together, sampled every 10 ms, and at least the getrusage max RSS of any one of them), "
               f"best of {args.repeat}; MLflow tracking to a SQLite store whose tables were created beforehand "
               f"(as a user's store would be; creating them costs a further ~8 s once)"
               f"{f'; processes at niceness {niceness}' if niceness else ''}.")

@@ -4,7 +4,9 @@ The sources are those of the registry (``persondet.datasets.SOURCES``); the COCO
 are here (``read_coco_source``, ``read_cuhk_source``).
 
 Everything is read and checked before anything is written; outputs are built in a temporary folder,
-logged to the run under ``prepared/`` and, with ``output_dir``, renamed into place.
+logged to the run under ``prepared/`` and, with ``output_dir``, renamed into place.  In a process of its
+own (the entry point) the reading and writing (``build_outputs``) run in a forked worker while this process
+imports MLflow and draws the size histogram (``prepare``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import gc
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from persondet.config import PrepareConfig
 from persondet.datasets import SOURCES, mix_name, mix_sources
@@ -25,11 +29,15 @@ from persondet.formats import cuhk_sysu
 from persondet.formats.coco import read_coco_persons
 from persondet.formats.imagefiles import image_sizes
 from persondet.formats.merge import SourceSet, merge, write_dataset
-from persondet.stats import dataset_stats, draw_checks, plot_relative_sizes, relative_sizes, write_stats
+from persondet.stats import (dataset_stats, draw_checks, plot_relative_sizes, preload_plotting, relative_sizes,
+                             write_stats)
 from persondet.tracking import open_run, run_name
+from persondet.tracking.store import preload as preload_tracking
+from persondet.worker import Worker, can_fork
 
 ARTIFACT_DIR = "prepared"
 TRAIN_JSON = "train.json"
+PLOT = "rel_size_hist.png"
 
 
 @dataclass
@@ -48,27 +56,35 @@ class PrepareResult:
                 f"(artifact {self.artifacts.get('train')}{where})")
 
 
-def prepare(config: PrepareConfig) -> PrepareResult:
+def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResult:
     """Read the sources of ``config.mix``, merge them into one prepared set, describe it and log it all to
-    a prepare run (and, with ``output_dir``, place the files there)."""
-    mix = mix_name(config.mix)
-    sources, counts = [], {}
-    with _cyclic_gc_paused():
-        for name, root in resolve_roots(config).items():
-            source, counts[name] = SOURCES[name].read(root, config)
-            sources.append(source)
-        dataset = merge(sources, mix, config.cuhk_split)
-        sizes = relative_sizes(dataset)
-        stats = dataset_stats(dataset, sizes)
-    meta = dataset["persondet"]
+    a prepare run (and, with ``output_dir``, place the files there).
 
+    ``worker``: read and write the outputs in a forked worker process (``persondet.worker``) while this
+    process imports MLflow; None (the default) does so when MLflow is not imported yet (the one case with
+    something to overlap) and no other thread runs (``worker.can_fork``).  Either way the outputs are the
+    same, and no run is started before every input is read and checked.
+    """
+    mix = mix_name(config.mix)
+    roots = resolve_roots(config)
     parent = Path(config.output_dir).resolve().parent if config.output_dir else None
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".persondet-prepare-", dir=parent) as tmp:
-        stage = Path(tmp) / "prepared"
-        stage.mkdir()
-        artifacts = _write_outputs(dataset, stats, sizes, counts, stage, config.check_images)
+    if worker is None:
+        worker = "mlflow" not in sys.modules and can_fork()
+    built = staged = None
+    try:
+        if worker:
+            with Worker(build_outputs, config, mix, roots, parent, plot=False) as process:
+                preload_plotting()  # small: fits beside the worker's peak of memory
+                if process.wait_for("first source read"):  # its peak of memory is behind it: MLflow's turn
+                    preload_tracking()
+                staged = process.wait_for("plot")  # the worker writes the rest meanwhile
+                plot_error = _plot_outputs(*staged) if staged else None
+                built = process.result()  # its error first: it is the earlier one
+                if plot_error is not None:
+                    raise plot_error
+        else:
+            built = build_outputs(config, mix, roots, parent)
+        stats, counts, meta = built.stats, built.counts, built.meta
         with open_run("prepare", run_name=run_name("prepare", mix=mix), tags={"dataset_mix": mix}) as run:
             run.log_params(config.to_params())
             run.set_tags({"persondet.data_digest": meta["digest"], "dataset_mix": mix,
@@ -78,11 +94,58 @@ def prepare(config: PrepareConfig) -> PrepareResult:
                 run.log_dataset_input(name, digest, meta["roots"][name], context="prepare")
             run.log_dataset_input(f"prepared:{mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}",
                                   context="prepare")
-            run.log_artifacts(str(stage), artifact_path=ARTIFACT_DIR)
-        output_dir = _move_into_place(stage, Path(config.output_dir)) if config.output_dir else None
+            run.log_artifacts(str(built.stage), artifact_path=ARTIFACT_DIR)
+        output_dir = _move_into_place(built.stage, Path(config.output_dir)) if config.output_dir else None
+    finally:
+        if built is not None or staged:
+            shutil.rmtree((built.stage if built is not None else staged[0]).parent, ignore_errors=True)
     return PrepareResult(run_id=run.run_id, digest=meta["digest"], stats=stats, counts=counts,
-                         artifacts={k: f"{ARTIFACT_DIR}/{v}" for k, v in artifacts.items()},
+                         artifacts={k: f"{ARTIFACT_DIR}/{v}" for k, v in built.artifacts.items()},
                          output_dir=output_dir)
+
+
+@dataclass
+class BuiltOutputs:
+    """What ``build_outputs`` hands back: the files are in ``stage`` (inside a temporary folder)."""
+
+    stage: Path
+    stats: dict[str, dict]
+    counts: dict[str, dict]
+    meta: dict  # the prepared set's ``persondet`` key
+    artifacts: dict[str, str]
+
+
+def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], parent: Path | None,
+                  note: Callable[..., None] = lambda key, value=None: None, plot: bool = True) -> BuiltOutputs:
+    """Read every source, merge, describe, and write the outputs into a new temporary folder in ``parent``
+    (the output folder's parent, so the finished folder is renamed into place; None: the system's temporary
+    folder).  ``note("first source read")`` once the first (the largest) source is read; ``plot=False``
+    leaves the size histogram to the caller: ``note("plot", (stage, sizes))`` before the other files are
+    written."""
+    sources, counts = [], {}
+    with _cyclic_gc_paused():
+        for name, root in roots.items():
+            source, counts[name] = SOURCES[name].read(root, config)
+            sources.append(source)
+            if len(sources) == 1:
+                note("first source read")
+        dataset = merge(sources, mix, config.cuhk_split)
+        del sources
+        sizes = relative_sizes(dataset)
+        stats = dataset_stats(dataset, sizes)
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".persondet-prepare-", dir=parent))
+    try:
+        stage = tmp / "prepared"
+        stage.mkdir()
+        if not plot:
+            note("plot", (stage, sizes))
+        artifacts = _write_outputs(dataset, stats, sizes if plot else None, counts, stage, config.check_images)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuiltOutputs(stage, stats, counts, dataset["persondet"], artifacts)
 
 
 def resolve_roots(config: PrepareConfig) -> dict[str, Path]:
@@ -176,21 +239,40 @@ def read_cuhk_identities(folder: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def _write_outputs(dataset: dict, stats: dict, sizes: dict, counts: dict, stage: Path,
+def _write_outputs(dataset: dict, stats: dict, sizes: dict | None, counts: dict, stage: Path,
                    check_images: int) -> dict[str, str]:
+    """Every output file in ``stage``; the size histogram only with ``sizes`` (else ``_plot_outputs``)."""
     write_dataset(dataset, stage / TRAIN_JSON)
-    try:
+    with _writing(stage):
         write_stats(stats, stage / "stats.json", stage / "stats.md")
         (stage / "counts.json").write_text(json.dumps(counts, indent=2, sort_keys=True))
-        plot_relative_sizes(sizes, stage / "rel_size_hist.png")
+        if sizes is not None:
+            plot_relative_sizes(sizes, stage / PLOT)
         draw_checks(dataset, stage / "checks", check_images)
+    return {"train": TRAIN_JSON, "stats": "stats.json", "stats_md": "stats.md",
+            "counts": "counts.json", "plot": PLOT, "checks": "checks"}
+
+
+def _plot_outputs(stage: Path, sizes: dict) -> PersondetError | None:
+    """The size histogram into ``stage`` (while the worker writes the rest); its error returned, not raised."""
+    try:
+        with _writing(stage):
+            plot_relative_sizes(sizes, stage / PLOT)
+    except PersondetError as exc:
+        return exc
+    return None
+
+
+@contextlib.contextmanager
+def _writing(stage: Path):
+    """An OSError while writing the outputs as one line."""
+    try:
+        yield
     except OSError as exc:
         if exc.errno is not None:  # a failed write: disk full, quota, read-only...
             raise PersondetError(f"{exc.filename or stage}: cannot write ({exc.strerror})") from None
         # PIL's UnidentifiedImageError and "image file is truncated" are OSErrors without errno
         raise PersondetError(f"annotation check: unreadable image ({' '.join(str(exc).split())})") from None
-    return {"train": TRAIN_JSON, "stats": "stats.json", "stats_md": "stats.md",
-            "counts": "counts.json", "plot": "rel_size_hist.png", "checks": "checks"}
 
 
 def _metrics(stats: dict[str, dict], counts: dict[str, dict]) -> dict[str, float]:

@@ -73,11 +73,18 @@ def write_stats(stats: dict[str, dict], json_path: Path, md_path: Path) -> None:
     md_path.write_text(stats_markdown(stats))
 
 
-def plot_relative_sizes(sizes: dict[str, list[float]], path: Path) -> Path:
-    """Histogram of log10(box area / image area) per source, as a PNG."""
+def preload_plotting() -> None:
+    """Import matplotlib (Agg, no display) ahead of ``plot_relative_sizes``: ``prepare`` does it while its
+    worker reads."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def plot_relative_sizes(sizes: dict[str, list[float]], path: Path) -> Path:
+    """Histogram of log10(box area / image area) per source, as a PNG."""
+    preload_plotting()  # Agg before pyplot
     import matplotlib.pyplot as plt
     import numpy as np
 

@@ -48,20 +48,21 @@ def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all") -> di
     images, annotations = [], []
     category = PERSON_CATEGORY["id"]
     for source in sources:
-        new_ids: dict = {}
+        name, prefix, new_ids = source.name, f"{source.name}/", {}
         for image in source.images:
-            new_ids[image["id"]] = len(images) + 1
+            new_ids[image["id"]] = number = len(images) + 1
             original = image.get("original_file_name") or image["file_name"].rpartition("/")[2]
-            images.append({"id": len(images) + 1, "file_name": f"{source.name}/{image['file_name']}",
-                           "width": image["width"], "height": image["height"], "source": source.name,
-                           "original_file_name": original})
-        for ann in source.annotations:
-            image_id = new_ids.get(ann["image_id"])
+            images.append({"id": number, "file_name": prefix + image["file_name"], "width": image["width"],
+                           "height": image["height"], "source": name, "original_file_name": original})
+        new_id, append = new_ids.get, annotations.append
+        for number, ann in enumerate(source.annotations, start=len(annotations) + 1):
+            image_id = new_id(ann["image_id"])
             if image_id is None:
-                raise PersondetError(f"{source.name}: annotation {ann.get('id')} refers to an image not kept")
+                raise PersondetError(f"{name}: annotation {ann.get('id')} refers to an image not kept")
             # the template fixes the key order and the defaults; the source's values, then the new ids, win
-            annotations.append({**_ANNOTATION, **ann, "id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": category})
+            merged = _ANNOTATION | ann
+            merged["id"], merged["image_id"], merged["category_id"] = number, image_id, category
+            append(merged)
     dataset = {"info": {"description": f"persondet prepared set ({mix})"},
                "categories": [dict(PERSON_CATEGORY)], "images": images, "annotations": annotations}
     digests = {s.name: records_digest(s) for s in sources}

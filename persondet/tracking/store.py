@@ -31,6 +31,16 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+def preload() -> None:
+    """Import what opening the store will need (MLflow, and the SQLAlchemy store for a database URI), without
+    opening it: no store file is created, no run started.  ``prepare`` does this while a worker reads."""
+    import mlflow  # noqa: F401
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def opened_store_uri() -> str:
     """``tracking_uri()``, with a SQLite store opened (created when new, under the lock: module docstring).
     What every function that reads or writes the store calls first; a bad input refused before that leaves

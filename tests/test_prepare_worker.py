@@ -1,0 +1,130 @@
+"""prepare's worker process (persondet.worker): same outputs as in one process, errors as one line, no run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import prepare_fixtures as fx
+from persondet.config import PrepareConfig
+from persondet.prepare import prepare
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+def _run(args: list[str], tmp_path: Path, code: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "PERSONDET_DEMO_HOME": str(tmp_path / "demo"), "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    command = [sys.executable, "-c", code] if code else [sys.executable, str(TESTS / "prepare_in_worker.py")]
+    return subprocess.run([*command, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_worker_outputs_are_those_of_one_process(tmp_path, monkeypatch):
+    """The entry point in a fresh interpreter reads and writes in a worker; every output file is the same,
+    byte for byte, as a prepare that does everything in this process."""
+    coco, cuhk = fx.make_coco_tree(tmp_path / "coco"), fx.make_cuhk_tree(tmp_path / "cuhk")
+    proc = _run(["--coco-root", str(coco), "--cuhk-root", str(cuhk), "--output-dir", str(tmp_path / "worker")],
+                tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == "WORKERS 1 build_outputs"
+    run_id = re.search(r"prepared run (\w+):", proc.stdout).group(1)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/here.db")
+    monkeypatch.setenv("PERSONDET_DEMO_HOME", str(tmp_path / "demo"))
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    here = prepare(PrepareConfig(coco_root=str(coco), cuhk_root=str(cuhk), output_dir=str(tmp_path / "here")),
+                   worker=False)
+    files = sorted(p.relative_to(here.output_dir) for p in here.output_dir.rglob("*") if p.is_file())
+    assert Path("train.json") in files and Path("rel_size_hist.png") in files and len(files) == 5 + 2 + 3  # and the check images: 2 COCO, 3 CUHK-SYSU
+    for name in files:
+        assert (tmp_path / "worker" / name).read_bytes() == (here.output_dir / name).read_bytes(), name
+    import mlflow
+
+    logged = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
+    assert logged.info.status == "FINISHED" and logged.data.tags["persondet.data_digest"] == here.digest
+    stats = json.loads((tmp_path / "worker" / "stats.json").read_text())
+    assert stats == json.loads(json.dumps(here.stats))
+
+
+@pytest.mark.parametrize("case", ["malformed_json", "unreadable_image", "nan_person_idlocate"])
+def test_worker_error_is_one_line_and_nothing_is_written(tmp_path, case):
+    """A bad first source (COCO) or second (CUHK-SYSU, read after MLflow's import started here): the worker's
+    error is the same one line, exit status 2, no output, no temporary folder, no tracking store."""
+    from test_prepare import _break
+
+    coco, cuhk = fx.make_coco_tree(tmp_path / "coco"), fx.make_cuhk_tree(tmp_path / "cuhk")
+    extra, expected = _break(case, coco, cuhk)
+    out_parent = tmp_path / "outputs"
+    out_parent.mkdir()
+    proc = _run(["--coco-root", str(coco), "--cuhk-root", str(cuhk), "--output-dir", str(out_parent / "prepared"),
+                 *extra], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("persondet: error: ") and re.search(expected, err), err
+    assert proc.stdout.splitlines()[-1] == "WORKERS 1 build_outputs"
+    assert list(out_parent.iterdir()) == []
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+WORKER_CASES = textwrap.dedent("""
+    import json, os, time
+    from persondet.errors import PersondetError
+    from persondet.formats.coco import CocoFormatError
+    from persondet.formats.imagesize import ImageHeaderError
+    from persondet.worker import Worker, can_fork
+
+    def value(a, note, b=0):
+        note("half", a)
+        return a + b
+
+    def raises(error, note):
+        raise error
+
+    def dies(note):
+        os._exit(3)
+
+    def sleeps(note):
+        note("started")
+        time.sleep(60)
+
+    out = {"can_fork": can_fork()}
+    with Worker(value, 2, b=3) as w:
+        out["note"], out["value"] = w.wait_for("half"), w.result()
+    for name, error in (("coco", CocoFormatError("x.json: bad")), ("header", ImageHeaderError("a.jpg", "empty")),
+                        ("bug", ValueError("oops")), ("died", None)):
+        with Worker(raises, error) if error else Worker(dies) as w:
+            try:
+                w.result()
+            except Exception as exc:
+                out[name] = [type(exc).__name__, isinstance(exc, PersondetError), str(exc)]
+    start = time.monotonic()
+    with Worker(sleeps) as w:
+        w.wait_for("started")
+    out["stopped_in"] = time.monotonic() - start
+    out["missing_note"] = Worker(value, 1).wait_for("never")
+    print(json.dumps(out))
+""")
+
+
+def test_worker_hands_back_notes_values_and_errors(tmp_path):
+    proc = _run([], tmp_path, code=WORKER_CASES)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["can_fork"] is True  # a fresh interpreter runs one thread
+    assert out["note"] == 2 and out["value"] == 5
+    assert out["coco"] == ["CocoFormatError", True, "x.json: bad"]  # the class comes back when it pickles
+    assert out["header"] == ["PersondetError", True, "a.jpg: unreadable image: empty"]  # else the message
+    assert out["bug"][:2] == ["RuntimeError", False] and "ValueError: oops" in out["bug"][2]
+    assert out["died"][:2] == ["RuntimeError", False] and "exit status 3" in out["died"][2]
+    assert out["stopped_in"] < 10  # leaving the block stops a worker still running
+    assert out["missing_note"] is None
