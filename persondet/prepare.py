@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Callable
 from persondet.config import PrepareConfig
 from persondet.datasets import SOURCES, mix_name, mix_sources
 from persondet.errors import PersondetError
+from persondet.folders import replace_folder
 from persondet.formats import cuhk_sysu
 from persondet.formats.coco import read_coco_persons
 from persondet.formats.imagefiles import image_sizes
@@ -95,7 +95,7 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
             run.log_dataset_input(f"prepared:{mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}",
                                   context="prepare")
             run.log_artifacts(str(built.stage), artifact_path=ARTIFACT_DIR)
-        output_dir = _move_into_place(built.stage, Path(config.output_dir)) if config.output_dir else None
+        output_dir = replace_folder(built.stage, Path(config.output_dir)) if config.output_dir else None
     finally:
         if built is not None or staged:
             shutil.rmtree((built.stage if built is not None else staged[0]).parent, ignore_errors=True)
@@ -279,19 +279,6 @@ def _metrics(stats: dict[str, dict], counts: dict[str, dict]) -> dict[str, float
     metrics = {f"{name}/{key}": float(value) for name, row in stats.items() for key, value in row.items()}
     metrics.update({f"{name}/{key}": float(value) for name, row in counts.items() for key, value in row.items()})
     return metrics
-
-
-def _move_into_place(stage: Path, target: Path) -> Path:
-    """Rename the finished folder to ``target``, replacing an earlier one only once the new one is whole."""
-    target = target.resolve()
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    stage.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 @contextlib.contextmanager

@@ -59,12 +59,8 @@ class Worker:
         if kind == "result":
             return payload[0]
         if kind == "error":
-            pickled, message = payload
-            try:
-                error = pickle.loads(pickled) if pickled is not None else PersondetError(message)
-            except Exception:  # noqa: BLE001 - a class whose constructor does not take its message back
-                error = PersondetError(message)
-            raise error from None
+            pickled, message = payload  # the worker sent the pickle only once it loaded back there
+            raise (pickle.loads(pickled) if pickled is not None else PersondetError(message)) from None
         raise RuntimeError(f"the {self._process.name} process failed:\n{payload[0]}")
 
     def close(self) -> None:
@@ -94,7 +90,7 @@ def _child(conn, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     try:
         conn.send(("result", fn(*args, note=note, **kwargs)))
     except PersondetError as exc:
-        try:
+        try:  # an error class whose constructor does not take its message back comes as a PersondetError
             pickled = pickle.dumps(exc)
             pickle.loads(pickled)
         except Exception:  # noqa: BLE001

@@ -8,7 +8,6 @@ built in a temporary folder and renamed into place, so the tree's bytes for the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from persondet.errors import PersondetError
+from persondet.folders import replace_folder
 from persondet.synth.citypersons import write_citypersons
 from persondet.synth.coco import write_coco
 from persondet.synth.crowdhuman import write_crowdhuman
@@ -72,15 +72,14 @@ def _demo_data(target: Path) -> DemoData:
                     inhouse_images=target / "inhouse" / "images", **extra)
 
 
+def _format_of(target: Path) -> str | None:
+    """The FORMAT_VERSION a complete demo tree was written with; None when ``target`` holds none."""
+    marker = target / MARKER
+    return marker.read_text().strip() if marker.is_file() else None
+
+
 def _is_complete(target: Path) -> bool:
-    marker = target / MARKER
-    return marker.is_file() and marker.read_text().strip() == FORMAT_VERSION
-
-
-def _is_outdated(target: Path) -> bool:
-    """A complete demo tree of another FORMAT_VERSION: persondet's own cache, replaced by the current one."""
-    marker = target / MARKER
-    return marker.is_file() and marker.read_text().strip() != FORMAT_VERSION
+    return _format_of(target) == FORMAT_VERSION
 
 
 def build_demo_tree(target: str | Path, seed: int = 0, profile: DemoProfile | None = None,
@@ -103,7 +102,7 @@ def build_demo_tree(target: str | Path, seed: int = 0, profile: DemoProfile | No
 
 
 def _build_base(target: Path, seed: int, profile: DemoProfile) -> None:
-    outdated = _is_outdated(target)
+    outdated = _format_of(target) not in (None, FORMAT_VERSION)  # persondet's own cache: replaced
     if target.exists() and any(target.iterdir()) and not outdated:
         raise PersondetError(f"{target}: exists, is not empty and holds no complete demo data; "
                              "remove it or choose another directory")
@@ -118,15 +117,13 @@ def _build_base(target: Path, seed: int, profile: DemoProfile) -> None:
                    cheap_images=cheap)
         write_inhouse(tmp / "inhouse", seed=seed, images=profile.inhouse_images, cheap_images=cheap)
         (tmp / MARKER).write_text(FORMAT_VERSION + "\n")
-        if outdated:  # set the old tree aside, then put the new one in its place
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            with contextlib.suppress(FileNotFoundError):  # another process got there first
-                os.rename(target, old)
-                shutil.rmtree(old, ignore_errors=True)
-        elif target.exists():
+        if target.exists() and not outdated:
             target.rmdir()  # empty (checked above)
         try:
-            os.rename(tmp, target)
+            if outdated:
+                replace_folder(tmp, target)
+            else:
+                os.rename(tmp, target)
         except OSError:
             if not _is_complete(target):  # another process did not finish it either
                 raise

@@ -34,10 +34,10 @@ def tracking_uri() -> str:
 def preload() -> None:
     """Import what opening the store will need (MLflow, and the SQLAlchemy store for a database URI), without
     opening it: no store file is created, no run started.  ``prepare`` does this while a worker reads."""
-    import mlflow  # noqa: F401
+    from mlflow.store.db.db_types import DATABASE_ENGINES
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql"):
+    scheme = tracking_uri().split(":", 1)[0].lower()
+    if any(scheme.startswith(engine) for engine in DATABASE_ENGINES):
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
