@@ -73,10 +73,9 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
     built = staged = None
     try:
         if worker:
-            with Worker(build_outputs, config, mix, roots, parent, plot=False) as process:
-                preload_plotting()  # small: fits beside the worker's peak of memory
-                if process.wait_for("first source read"):  # its peak of memory is behind it: MLflow's turn
-                    preload_tracking()
+            with Worker(build_outputs, config, mix, roots, parent, plot=False, concurrent=True) as process:
+                preload_plotting()
+                preload_tracking()
                 staged = process.wait_for("plot")  # the worker writes the rest meanwhile
                 plot_error = _plot_outputs(*staged) if staged else None
                 built = process.result()  # its error first: it is the earlier one
@@ -116,19 +115,15 @@ class BuiltOutputs:
 
 
 def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], parent: Path | None,
-                  note: Callable[..., None] = lambda key, value=None: None, plot: bool = True) -> BuiltOutputs:
+                  note: Callable[..., None] = lambda key, value=None: None, plot: bool = True,
+                  concurrent: bool = False) -> BuiltOutputs:
     """Read every source, merge, describe, and write the outputs into a new temporary folder in ``parent``
     (the output folder's parent, so the finished folder is renamed into place; None: the system's temporary
-    folder).  ``note("first source read")`` once the first (the largest) source is read; ``plot=False``
-    leaves the size histogram to the caller: ``note("plot", (stage, sizes))`` before the other files are
-    written."""
-    sources, counts = [], {}
+    folder).  ``concurrent``: read the sources after the first in worker processes of their own meanwhile
+    (``_read_sources``).  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage,
+    sizes))`` before the other files are written."""
     with _cyclic_gc_paused():
-        for name, root in roots.items():
-            source, counts[name] = SOURCES[name].read(root, config)
-            sources.append(source)
-            if len(sources) == 1:
-                note("first source read")
+        sources, counts = _read_sources(roots, config, concurrent)
         dataset = merge(sources, mix, config.cuhk_split)
         del sources
         sizes = relative_sizes(dataset)
@@ -146,6 +141,32 @@ def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], paren
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuiltOutputs(stage, stats, counts, dataset["persondet"], artifacts)
+
+
+def _read_sources(roots: dict[str, Path], config: PrepareConfig, concurrent: bool) -> tuple[list[SourceSet], dict[str, dict]]:
+    """Every source of the mix, in order, and what each reader counted.  ``concurrent`` (and a process that
+    may fork): the sources after the first are read in worker processes while this one reads the first;
+    their results come back in order, so the first source's error is still the one reported."""
+    names = list(roots)
+    with contextlib.ExitStack() as stack:
+        workers = {}
+        if concurrent and len(names) > 1 and can_fork():
+            workers = {name: stack.enter_context(Worker(_read_source, name, roots[name], config))
+                       for name in names[1:]}
+        sources, counts = [], {}
+        for name in names:
+            if name in workers:
+                source, counts[name] = workers[name].result()
+            else:
+                source, counts[name] = SOURCES[name].read(roots[name], config)
+            sources.append(source)
+    return sources, counts
+
+
+def _read_source(name: str, root: Path, config: PrepareConfig, note: Callable[..., None]) -> tuple:
+    """One source read in a worker process (``_read_sources``)."""
+    with _cyclic_gc_paused():
+        return SOURCES[name].read(root, config)
 
 
 def resolve_roots(config: PrepareConfig) -> dict[str, Path]:

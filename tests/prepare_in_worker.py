@@ -1,10 +1,13 @@
-"""Run the `prepare` entry point in this fresh interpreter and say how many worker processes it forked.
+"""Run the `prepare` entry point in this fresh interpreter and say which worker processes it forked.
 
 Used by tests/test_prepare_worker.py: a fresh interpreter has not imported MLflow and runs no thread, the
-case in which ``prepare`` reads in a worker process.  Prints ``WORKERS <n>`` last; exits as the entry point.
+case in which ``prepare`` reads in a worker process.  Each process that starts a worker prints ``WORKER <function>
+FROM <its pid>`` (the workers' own workers too); ``MAIN <pid>`` first, ``WORKERS <n>`` (those this process
+started) last; exits as the entry point.
 """
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +20,11 @@ _Worker = persondet.prepare.Worker
 
 def counted(*args, **kwargs):
     started.append(args[0].__name__)
+    print(f"WORKER {args[0].__name__} FROM {os.getpid()}", flush=True)
     return _Worker(*args, **kwargs)
+
+
+print(f"MAIN {os.getpid()}", flush=True)
 
 
 persondet.prepare.Worker = counted

@@ -13,6 +13,7 @@ from persondet.errors import PersondetError
 from persondet.formats import boxes as boxes_fmt
 from persondet.formats import coco as coco_fmt
 from persondet.formats import cuhk_sysu as cuhk
+from persondet.formats import json_chunks
 from persondet.formats.imagesize import ImageHeaderError, image_size
 from persondet.datasets import image_path, recorded_roots
 from persondet.formats.paths import safe_relative_path
@@ -205,7 +206,17 @@ def test_real_testg100_through_the_converter_helpers(testg100):
 
 
 # --------------------------------------------------------------------------------------------------- COCO
-def test_coco_tiny_persons():
+@pytest.fixture(params=["whole", "pieces"])
+def coco_decoding(request, monkeypatch):
+    """The COCO reader's two decodings: the whole file at once, or in pieces (tiny blocks: many pieces; a file
+    they do not fit, or a faulty one, goes to the whole decoding, so results and errors are the same)."""
+    if request.param == "pieces":
+        monkeypatch.setattr(coco_fmt, "PIECES_FROM_BYTES", 0)
+        monkeypatch.setattr(json_chunks, "BLOCK", 200)
+    return request.param
+
+
+def test_coco_tiny_persons(coco_decoding):
     path = COCO_TINY / "annotations" / "instances_train2017.json"
     if not path.exists():
         pytest.skip(f"{path} not present")
@@ -219,7 +230,7 @@ def test_coco_tiny_persons():
     assert [a["bbox"] for a in persons.annotations] == expected
 
 
-def test_coco_reader_person_by_name_segmentations_skipped(tmp_path):
+def test_coco_reader_person_by_name_segmentations_skipped(tmp_path, coco_decoding):
     data = fx.coco_json()
     data["annotations"][0]["segmentation"] = [[1.5, 2.0, 11.5, 2.0] * 500]  # long polygons, any shape
     data["annotations"][2]["segmentation"] = {"counts": "PPYo0>0", "size": [60, 80]}  # compressed RLE
@@ -235,7 +246,7 @@ def test_coco_reader_person_by_name_segmentations_skipped(tmp_path):
                               "dropped_boxes": 0, "clipped_boxes": 0, "outside_boxes": 0, "crowd_regions": 1}
 
 
-def test_coco_boxes_clipped_dropped_missing_area_and_iscrowd(tmp_path):
+def test_coco_boxes_clipped_dropped_missing_area_and_iscrowd(tmp_path, coco_decoding):
     data = fx.coco_json()
     anns = data["annotations"]
     anns[0]["bbox"] = [-4.0, 40.0, 10.0, 20.0]  # image 1 is 64x48: clipped to [0, 40, 6, 8]
@@ -297,7 +308,7 @@ def _coco_text(change) -> str:
      r"image 3: file_name '/etc/hostname' is an absolute path"),
     (_coco_text(lambda d: d["images"][0].update(height=0)), r"image 1 \('000000000001.jpg'\) has size 64x0"),
 ])
-def test_bad_coco_json(tmp_path, text, match):
+def test_bad_coco_json(tmp_path, coco_decoding, text, match):
     path = tmp_path / "instances_train2017.json"
     path.write_text(text)
     with pytest.raises(PersondetError, match=match) as info:
@@ -305,7 +316,7 @@ def test_bad_coco_json(tmp_path, text, match):
     assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
 
 
-def test_malformed_json_position_is_in_the_file(tmp_path):
+def test_malformed_json_position_is_in_the_file(tmp_path, coco_decoding):
     good = json.dumps(fx.coco_json())
     broken = good.replace('"bbox": [0, 0, 40, 30]', '"bbox": [0, 0, 40 30]')
     position = broken.index("40 30") + 3

@@ -37,6 +37,9 @@ def test_worker_outputs_are_those_of_one_process(tmp_path, monkeypatch):
                 tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "WORKERS 1 build_outputs"
+    main, started = _workers(proc.stdout)
+    assert started[0] == ("build_outputs", main)  # and that worker reads CUHK-SYSU in one of its own
+    assert [name for name, _ in started[1:]] == ["_read_source"] and started[1][1] != main
     run_id = re.search(r"prepared run (\w+):", proc.stdout).group(1)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/here.db")
@@ -56,9 +59,31 @@ def test_worker_outputs_are_those_of_one_process(tmp_path, monkeypatch):
     assert stats == json.loads(json.dumps(here.stats))
 
 
+def _workers(stdout: str) -> tuple[str, list[tuple[str, str]]]:
+    """(the main process's pid, (function, pid of the process that started it) of each worker)."""
+    main = re.search(r"^MAIN (\d+)$", stdout, re.M).group(1)
+    return main, re.findall(r"^WORKER (\w+) FROM (\d+)$", stdout, re.M)
+
+
+def test_first_source_error_wins_when_both_are_bad(tmp_path):
+    """Both sources bad, read at the same time in two processes: the error is the first source's (COCO), as
+    when they are read one after the other."""
+    from test_prepare import _break
+
+    coco, cuhk = fx.make_coco_tree(tmp_path / "coco"), fx.make_cuhk_tree(tmp_path / "cuhk")
+    _, coco_error = _break("malformed_json", coco, cuhk)
+    _, cuhk_error = _break("truncated_mat", coco, cuhk)
+    proc = _run(["--coco-root", str(coco), "--cuhk-root", str(cuhk)], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and re.search(coco_error, err) and not re.search(cuhk_error, err), err
+    assert [name for name, _ in _workers(proc.stdout)[1]] == ["build_outputs", "_read_source"]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.parametrize("case", ["malformed_json", "unreadable_image", "nan_person_idlocate"])
 def test_worker_error_is_one_line_and_nothing_is_written(tmp_path, case):
-    """A bad first source (COCO) or second (CUHK-SYSU, read after MLflow's import started here): the worker's
+    """A bad first source (COCO) or second (CUHK-SYSU, read in a worker of its own meanwhile): the worker's
     error is the same one line, exit status 2, no output, no temporary folder, no tracking store."""
     from test_prepare import _break
 

@@ -14,8 +14,8 @@ refused, empty boxes dropped, boxes clipped to the image; each change is counted
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from persondet.datasets import PersonCategoryError, person_category_id as person
 
 from persondet.errors import PersondetError
 from persondet.formats.boxes import MAX_COORDINATE, clip_boxes, first_insane
+from persondet.formats.json_chunks import SENTINEL, NoFit, decode_member_in_pieces, find_array
+from persondet.formats.coco_errors import decode_message, validation_message
 from persondet.formats.paths import safe_relative_path
 
 
@@ -61,20 +63,21 @@ class CocoInstances(msgspec.Struct, gc=False):
     categories: list[CocoCategory]
 
 
-class _Entry(msgspec.Struct, gc=False):
-    id: Any = None
-
-
-class _EntryIds(msgspec.Struct, gc=False):
-    images: list[msgspec.Raw] = []
-    annotations: list[msgspec.Raw] = []
-    categories: list[msgspec.Raw] = []
+class _Rest(msgspec.Struct, gc=False):
+    """The file with its annotations decoded apart (``json_chunks.SENTINEL`` in their place)."""
+    images: list[CocoImage]
+    annotations: msgspec.Raw
+    categories: list[CocoCategory]
 
 
 _DECODER = msgspec.json.Decoder(CocoInstances)
+_ANNOTATIONS = msgspec.json.Decoder(list[CocoAnnotation])
+_CATEGORIES = msgspec.json.Decoder(list[CocoCategory])
+_REST = msgspec.json.Decoder(_Rest)
+_PEEK = 1 << 16
+PIECES_FROM_BYTES = 1 << 26  # a smaller file is decoded whole: little memory to save
 _BOX = msgspec.json.Decoder(tuple[float, float, float, float])
 _BOXES = msgspec.json.Decoder(list[tuple[float, float, float, float]])
-_KIND = {"images": "image", "annotations": "annotation", "categories": "category"}
 
 
 @dataclass
@@ -89,35 +92,153 @@ class CocoPersons:
 
 
 def read_coco_persons(path: str | Path, category_name: str = "person") -> CocoPersons:
-    """Person annotations (boxes checked, clipped) and the images that hold them; other images counted."""
+    """Person annotations (boxes checked, clipped) and the images that hold them; other images counted.
+
+    The file is decoded in pieces (``formats.json_chunks``: memory holds a block of the file, not all of
+    it) when its layout allows, else whole; both give the same result, and any fault in the file is
+    reported by the whole decoding, which names it precisely.
+    """
     path = Path(path)
-    data = load_instances(path)
-    category_id = person_category_id(data.categories, path, category_name)
-    image_list, images = data.images, _index_images(data.images, path)
-    persons = [a for a in data.annotations if a.category_id == category_id]
-    n_annotations = len(data.annotations)
-    _check_unique_ids([a.id for a in persons], "annotation", path)  # the others are not read
-    boxes, sizes = _person_boxes(persons, images, path)
+    rows = None
+    with contextlib.suppress(OSError):  # a missing file is reported by the whole decoding
+        if path.stat().st_size >= PIECES_FROM_BYTES:
+            rows = _person_rows_in_pieces(path, category_name)
+    rows = rows or _person_rows(path, category_name)
+    boxes, sizes = rows.boxes, rows.sizes
     clipped, kept, counts = clip_boxes(boxes, sizes)
-    area = np.array([a.area for a in persons], dtype=np.float64)  # None -> NaN: the box area is used
+    area = rows.area
     negative = np.flatnonzero(kept & (area < 0))
     if negative.size:
-        raise CocoFormatError(f"{path}: annotation {persons[negative[0]].id} has area {area[negative[0]]}, < 0")
+        raise CocoFormatError(f"{path}: annotation {int(rows.ids[negative[0]])} has area {area[negative[0]]}, < 0")
     box_area = clipped[:, 2] * clipped[:, 3]
     clipped_now = kept & (clipped != boxes).any(axis=1)
     area = np.where(np.isnan(area), box_area, np.where(clipped_now, np.minimum(area, box_area), area))
-    index = np.flatnonzero(kept).tolist()
-    rows = [(persons[i].id, persons[i].image_id, 1 if persons[i].iscrowd else 0) for i in index]
-    del data, persons  # the raw bboxes hold the whole file's bytes: free them before building the output
-    annotations = [{"id": ann_id, "image_id": image_id, "bbox": box, "area": a, "iscrowd": crowd}
-                   for (ann_id, image_id, crowd), box, a in zip(rows, clipped[index].tolist(), area[index].tolist())]
-    with_persons = {row[1] for row in rows}
+    index = np.flatnonzero(kept)
+    crowd = rows.crowd[index]
+    annotations = [{"id": ann_id, "image_id": image_id, "bbox": box, "area": a, "iscrowd": c}
+                   for ann_id, image_id, box, a, c in zip(rows.ids[index].tolist(), rows.image_ids[index].tolist(),
+                                                          clipped[index].tolist(), area[index].tolist(),
+                                                          crowd.tolist())]
+    with_persons = set(rows.image_ids[index].tolist())
     kept_images = [{"id": im.id, "file_name": im.file_name, "width": im.width, "height": im.height}
-                   for im in image_list if im.id in with_persons]
-    counts = {"images_total": len(images), "images_without_persons": len(images) - len(kept_images),
-              "annotations_total": n_annotations, **counts, "crowd_regions": sum(row[2] for row in rows)}
-    return CocoPersons(path=path, category_id=category_id, images=kept_images, annotations=annotations,
+                   for im in rows.images if im.id in with_persons]
+    counts = {"images_total": len(rows.images), "images_without_persons": len(rows.images) - len(kept_images),
+              "annotations_total": rows.n_annotations, **counts, "crowd_regions": int(crowd.sum())}
+    return CocoPersons(path=path, category_id=rows.category_id, images=kept_images, annotations=annotations,
                        counts=counts)
+
+
+@dataclass
+class _PersonRows:
+    """The person annotations of a file as columns (file order), before clipping."""
+
+    category_id: int
+    images: list[CocoImage]
+    n_annotations: int
+    ids: np.ndarray  # int64
+    image_ids: np.ndarray  # int64
+    crowd: np.ndarray  # int64, 0 or 1
+    area: np.ndarray  # float64, NaN where the file gives none
+    boxes: np.ndarray  # (n, 4) float64 as in the file
+    sizes: np.ndarray  # (n, 2) float64: width, height of each annotation's image
+
+
+def _person_rows(path: Path, category_name: str) -> _PersonRows:
+    """The whole file decoded at once; every fault raised with the entry it is in."""
+    data = load_instances(path)
+    category_id = person_category_id(data.categories, path, category_name)
+    images = _index_images(data.images, path)
+    persons = [a for a in data.annotations if a.category_id == category_id]
+    _check_unique_ids([a.id for a in persons], "annotation", path)  # the others are not read
+    boxes, sizes = _person_boxes(persons, images, path)
+    return _PersonRows(category_id, data.images, len(data.annotations), *_columns(persons), boxes, sizes)
+
+
+def _columns(persons: list[CocoAnnotation]) -> tuple[np.ndarray, ...]:
+    """ids, image_ids, crowd (0/1), area (None -> NaN) of annotations."""
+    n = len(persons)
+    return (np.fromiter((a.id for a in persons), np.int64, count=n),
+            np.fromiter((a.image_id for a in persons), np.int64, count=n),
+            np.fromiter((1 if a.iscrowd else 0 for a in persons), np.int64, count=n),
+            np.array([a.area for a in persons], dtype=np.float64).reshape(n))
+
+
+def _person_rows_in_pieces(path: Path, category_name: str) -> _PersonRows | None:
+    """The file decoded in pieces (``formats.json_chunks``); None when its layout does not allow it or it
+    has a fault (the whole decoding then reports it)."""
+    category_id = _guess_person_category(path, category_name)
+    if category_id is None:
+        return None
+    pieces, n_annotations = [], 0
+
+    def take(annotations: list[CocoAnnotation]) -> None:
+        nonlocal n_annotations
+        n_annotations += len(annotations)
+        persons = [a for a in annotations if a.category_id == category_id]
+        if any(len(a.bbox) == 0 for a in persons):
+            raise NoFit  # a person without a bbox: the whole decoding names it
+        try:
+            boxes = _BOXES.decode(b"[" + b",".join(a.bbox for a in persons) + b"]")
+        except msgspec.MsgspecError:
+            raise NoFit from None
+        n = len(persons)
+        pieces.append((*_columns(persons),
+                       np.fromiter(itertools.chain.from_iterable(boxes), np.float64, count=4 * n).reshape(n, 4)))
+
+    rest = decode_member_in_pieces(path, "annotations", _ANNOTATIONS, take)
+    if rest is None:
+        return None
+    try:
+        top = _REST.decode(rest)
+        if bytes(top.annotations) != SENTINEL or person_category_id(top.categories, path,
+                                                                     category_name) != category_id:
+            return None
+    except (msgspec.MsgspecError, PersondetError):
+        return None
+    _index_images(top.images, path)  # checks ids and file names (raises as the whole decoding would)
+    if not pieces:
+        return None
+    ids, image_ids, crowd, area, boxes = (np.concatenate([p[k] for p in pieces]) for k in range(5))
+    ordered = np.sort(ids)
+    if (ordered[1:] == ordered[:-1]).any() or first_insane(boxes) is not None:
+        return None
+    sizes = _image_sizes_of(image_ids, top.images)
+    if sizes is None:
+        return None
+    return _PersonRows(category_id, top.images, n_annotations, ids, image_ids, crowd, area, boxes, sizes)
+
+
+def _guess_person_category(path: Path, category_name: str) -> int | None:
+    """The person category id from the ``categories`` near the end of the file (where COCO writes them) or
+    near its start; None when not found there.  Confirmed once the whole file is decoded."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            for offset in (max(0, size - _PEEK), 0):
+                f.seek(offset)
+                categories = find_array(f.read(_PEEK), "categories", _CATEGORIES, last=offset > 0)
+                if categories is not None:
+                    return person_category_id(categories, path, category_name)
+    except (OSError, PersondetError):
+        return None
+    return None
+
+
+def _image_sizes_of(image_ids: np.ndarray, images: list[CocoImage]) -> np.ndarray | None:
+    """(n, 2) width, height of the image of each annotation; None when one is not listed or not positive."""
+    n = len(images)
+    ids = np.fromiter((im.id for im in images), np.int64, count=n)
+    wh = np.stack([np.fromiter((im.width for im in images), np.float64, count=n),
+                   np.fromiter((im.height for im in images), np.float64, count=n)], axis=1)
+    order = np.argsort(ids, kind="stable")
+    at = np.searchsorted(ids[order], image_ids)
+    if n == 0 or (at >= n).any():
+        return None
+    at = order[at]
+    if (ids[at] != image_ids).any():
+        return None
+    sizes = wh[at]
+    return sizes if (sizes > 0).all() else None
 
 
 def person_category_id(categories: Any, path: Path, category_name: str = "person") -> int:
@@ -147,9 +268,9 @@ def load_instances(path: Path) -> CocoInstances:
     try:
         return _DECODER.decode(data)
     except msgspec.ValidationError as exc:
-        raise CocoFormatError(f"{path}: {_validation_message(str(exc), data)}") from None
+        raise CocoFormatError(f"{path}: {validation_message(str(exc), data)}") from None
     except msgspec.DecodeError as exc:
-        raise CocoFormatError(f"{path}: {_decode_message(str(exc), data)}") from None
+        raise CocoFormatError(f"{path}: {decode_message(str(exc), data)}") from None
     except RecursionError:
         raise CocoFormatError(f"{path}: not a COCO file (JSON nested too deeply)") from None
 
@@ -211,96 +332,3 @@ def _person_boxes(persons: list[CocoAnnotation], images: dict[int, CocoImage],
         raise CocoFormatError(f"{path}: annotation {ann.id} (image {ann.image_id}): bbox {boxes[bad].tolist()} "
                               f"has a value that is not finite or beyond {MAX_COORDINATE:g} pixels")
     return boxes, sizes
-
-
-# ------------------------------------------------------------------------------------------ error messages
-_PATH = re.compile(r"\$\.(images|annotations|categories)\[(\d+)\]")
-_NON_FINITE = (b"NaN", b"Infinity")
-_NON_FINITE_TOKEN = re.compile(rb"-?(?:NaN|Infinity)")
-
-
-def _validation_message(message: str, data: bytes) -> str:
-    """msgspec's "<what> - at `$.annotations[3].bbox`" as "annotation <id> (<path>): <what>"."""
-    what, _, at = message.partition(" - at ")
-    at = at.strip("`")
-    if not at or at == "$":
-        if what.startswith("Expected `object`"):
-            return f"not a COCO file (top level: {what[0].lower()}{what[1:]})"
-        missing = re.search(r"missing required field `(\w+)`", what)
-        if missing:
-            return f"not a COCO instances file: no list '{missing.group(1)}'"
-        return f"not a COCO instances file: {what}"
-    match = _PATH.match(at)
-    if not match:
-        return f"not a COCO instances file: {what} at {at}"
-    section, index = match.group(1), int(match.group(2))
-    entry = _entry_id(data, section, index)
-    name = f"{_KIND[section]} {entry}" if entry is not None else f"{_KIND[section]} entry {index}"
-    return f"{name} ({at}): {what}"
-
-
-def _entry_id(data: bytes, section: str, index: int) -> Any:
-    """The ``id`` of entry ``index`` of a section, from a second, lenient pass (error path only)."""
-    try:
-        raw = getattr(msgspec.json.decode(data, type=_EntryIds), section)[index]
-        entry = msgspec.json.decode(raw, type=_Entry)
-        return entry.id if isinstance(entry.id, (int, str)) else None
-    except (msgspec.MsgspecError, IndexError, TypeError, RecursionError):
-        return None
-
-
-def _decode_message(message: str, data: bytes) -> str:
-    """msgspec's "JSON is malformed: <what> (byte N)" as "malformed JSON at byte N: <what>[, in <entry>]"."""
-    if message == "Input data was truncated":
-        return f"malformed JSON at byte {len(data)}: the text ends early (truncated file?)"
-    found = re.search(r"\(byte (\d+)\)$", message)
-    what = re.sub(r"^JSON is malformed: ", "", message[:found.start()] if found else message).strip()
-    if not found:
-        return f"malformed JSON: {what}"
-    pos = int(found.group(1))
-    token = next((t for t in _NON_FINITE if data.startswith(t, pos)), None)
-    if token is None:
-        return f"malformed JSON at byte {pos}: {what}"
-    entry = _entry_around(data, pos)
-    return (f"malformed JSON at byte {pos}: {'-' if data[pos - 1:pos] == b'-' else ''}{token.decode()} is not a "
-            f"JSON number (non-finite values are refused){f', in {entry}' if entry else ''}")
-
-
-def _entry_around(data: bytes, pos: int, limit: int = 1 << 24) -> str | None:
-    """'annotation <id>' or 'image <id>' for the object holding byte ``pos`` (error path only)."""
-    end = pos
-    for _ in range(3):  # the value may sit in a nested object (an RLE segmentation)
-        start = _enclosing_open(data, end, limit)
-        if start is None:
-            return None
-        # non-finite tokens become numbers of the same length, so msgspec's byte offsets stay true
-        window = _NON_FINITE_TOKEN.sub(lambda m: b"0." + b"0" * (len(m.group()) - 2), data[start:start + limit])
-        try:
-            obj = msgspec.json.decode(window)
-        except msgspec.DecodeError as exc:  # the object ends just before the "trailing characters"
-            stop = re.search(r"trailing characters \(byte (\d+)\)", str(exc))
-            try:
-                obj = msgspec.json.decode(window[:int(stop.group(1)) - 1]) if stop else None
-            except msgspec.DecodeError:
-                return None
-        if isinstance(obj, dict) and "id" in obj:
-            kind = "annotation" if "image_id" in obj else "image" if "file_name" in obj else "entry"
-            return f"{kind} {obj['id']}"
-        end = start
-    return None
-
-
-def _enclosing_open(data: bytes, pos: int, limit: int) -> int | None:
-    """Offset of the ``{`` that opens the object around ``pos`` (braces counted; COCO strings hold none)."""
-    depth, i = 0, pos
-    while i > max(0, pos - limit):
-        opening, closing = data.rfind(b"{", 0, i), data.rfind(b"}", 0, i)
-        if opening < 0:
-            return None
-        if closing > opening:
-            depth, i = depth + 1, closing
-        elif depth == 0:
-            return opening
-        else:
-            depth, i = depth - 1, opening
-    return None
