@@ -92,11 +92,13 @@ def plot_relative_sizes(sizes: dict[str, list[float]], path: Path) -> Path:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    positive = {source: rel[rel > 0] for source, rel in
-                ((source, np.asarray(rel, dtype=np.float64)) for source, rel in sizes.items())}
+    positive = {}
+    for source, rel in sizes.items():
+        rel = np.asarray(rel, dtype=np.float64)
+        positive[source] = rel[rel > 0]
     shown = [rel for rel in positive.values() if rel.size]
-    bins = (np.linspace(np.log10(min(rel.min() for rel in shown)), np.log10(max(rel.max() for rel in shown)) + 1e-9,
-                        41) if shown else 10)
+    low, high = (min(rel.min() for rel in shown), max(rel.max() for rel in shown)) if shown else (0, 0)
+    bins = np.linspace(np.log10(low), np.log10(high) + 1e-9, 41) if shown else 10
     for source, rel in positive.items():
         if rel.size:
             ax.hist(np.log10(rel), bins=bins, histtype="step", linewidth=1.6, density=True,
