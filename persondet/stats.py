@@ -24,7 +24,8 @@ def relative_sizes(dataset: dict) -> dict[str, list[float]]:
     sizes: dict[str, list[float]] = {name: [] for name in recorded_roots(dataset) or {}}
     sizes.update({im.get("source", "coco"): [] for im in dataset["images"] if im.get("source", "coco") not in sizes})
     for ann in dataset["annotations"]:
-        if not is_person_box(ann):
+        # is_person_box (the rule) is false only with one of these keys set: most boxes skip its two calls
+        if (ann.get("iscrowd", 0) or ann.get("ignore", 0) or ann.get("extra")) and not is_person_box(ann):
             continue
         image = images[ann["image_id"]]
         _, _, w, h = ann["bbox"]
@@ -43,6 +44,8 @@ def dataset_stats(dataset: dict, sizes: dict[str, list[float]] | None = None) ->
     images = Counter(source_of.values())
     crowd, ignore = Counter(), Counter()
     for ann in dataset["annotations"]:
+        if not (ann.get("iscrowd", 0) or ann.get("ignore", 0) or ann.get("extra")):
+            continue  # a person, without the two calls of is_person_box (as in relative_sizes)
         if ann.get("iscrowd", 0):
             crowd[source_of[ann["image_id"]]] += 1
         elif not is_person_box(ann):
@@ -89,10 +92,14 @@ def plot_relative_sizes(sizes: dict[str, list[float]], path: Path) -> Path:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    values = [v for s in sizes.values() for v in s if v > 0]
-    bins = np.linspace(np.log10(min(values)), np.log10(max(values)) + 1e-9, 41) if values else 10
+    positive = {}
     for source, rel in sizes.items():
-        rel = np.asarray([v for v in rel if v > 0])
+        rel = np.asarray(rel, dtype=np.float64)
+        positive[source] = rel[rel > 0]
+    shown = [rel for rel in positive.values() if rel.size]
+    low, high = (min(rel.min() for rel in shown), max(rel.max() for rel in shown)) if shown else (0, 0)
+    bins = np.linspace(np.log10(low), np.log10(high) + 1e-9, 41) if shown else 10
+    for source, rel in positive.items():
         if rel.size:
             ax.hist(np.log10(rel), bins=bins, histtype="step", linewidth=1.6, density=True,
                     label=f"{source} (n={rel.size}, mean={rel.mean():.4f})")
@@ -128,18 +135,21 @@ def draw_checks(dataset: dict, out_dir: Path, per_source: int = 4) -> list[Path]
     from PIL import Image, ImageDraw
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_image: dict[int, list[dict]] = {}
-    for ann in dataset["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
+    picked = _pick(dataset["images"], per_source)
+    by_image: dict[int, list[dict]] = {image["id"]: [] for chosen in picked.values() for image in chosen}
+    for ann in dataset["annotations"]:  # the boxes of the picked images only
+        boxes = by_image.get(ann["image_id"])
+        if boxes is not None:
+            boxes.append(ann)
     written, roots = [], recorded_roots(dataset)
-    for source, chosen in _pick(dataset["images"], per_source).items():
+    for source, chosen in picked.items():
         for k, image in enumerate(chosen):
             with Image.open(image_path(image, roots)) as im:
                 canvas = im.convert("RGB")
             draw = ImageDraw.Draw(canvas)
             width = max(2, round(max(canvas.size) / 300))
             kinds = []
-            for ann in by_image.get(image["id"], []):
+            for ann in by_image[image["id"]]:
                 x, y, w, h = ann["bbox"]
                 kind = box_kind(ann)
                 kinds.append(kind)

@@ -490,6 +490,34 @@ def test_stats_count_ignore_regions_apart_from_persons(tmp_path):
     assert "| crowdhuman | 1 | 1 | 0.04000 | 0 | 2 |" in stats_markdown(stats)
 
 
+def test_stats_classify_every_flag_combination_by_the_person_box_rule():
+    """relative_sizes and dataset_stats skip the rule for boxes with no flag set: what they count must still be
+    what is_person_box / box_kind say, for flags missing, false, true or oddly typed, nested or not."""
+    from itertools import product
+
+    from persondet.datasets import is_person_box
+    from persondet.stats import box_kind
+
+    flags = product([None, 0, 1, True], [None, 0, 1, False], [None, {}, {"ignore": 1}, {"ignore": 0}, {"occ": 1}])
+    images = [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 50},
+              {"id": 2, "file_name": "b.jpg", "width": 40, "height": 30, "source": "cuhk"}]
+    anns = []
+    for k, values in enumerate(flags):
+        ann = {"id": k + 1, "image_id": 1 + k % 2, "bbox": [0, 0, 1 + k % 7, 2]}
+        ann.update({key: v for key, v in zip(("iscrowd", "ignore", "extra"), values) if v is not None})
+        anns.append(ann)
+    dataset = {"images": images, "annotations": anns}
+    persons = [a for a in anns if is_person_box(a)]
+    sizes = relative_sizes(dataset)
+    assert sizes == {"coco": [a["bbox"][2] * 2 / 5000 for a in persons if a["image_id"] == 1],
+                     "cuhk": [a["bbox"][2] * 2 / 1200 for a in persons if a["image_id"] == 2]}
+    kinds = [box_kind(a) for a in anns]
+    merged = dataset_stats(dataset, sizes)["merged"]
+    assert (merged["objects"], merged["crowd_regions"], merged["ignore_regions"]) == (
+        len(persons), kinds.count("crowd"), kinds.count("ignore"))
+    assert 0 < len(persons) < len(anns) and kinds.count("ignore") > 0
+
+
 def test_check_images_draw_ignore_regions_in_their_own_colour(tmp_path):
     sources = _with_ignore_regions(tmp_path)[2:]
     for source in sources:
