@@ -108,7 +108,7 @@ STAGES = [
     ("coco.py:read_coco_persons", "COCO persons (decoding included): ids, boxes, clipping"),
     ("imagefiles.py:read_image_sizes", "image headers (COCO images with persons + CUHK-SYSU)"),
     ("matlab.py:load_mat", "CUHK-SYSU .mat files loaded (scipy.io.loadmat, its import included)"),
-    ("cuhk_sysu.py:read_images_mat", "CUHK-SYSU Images.mat read (loading included)"),
+    ("cuhk_sysu.py:read_scenes_mat", "CUHK-SYSU Images.mat read (loading included)"),
     ("prepare.py:read_cuhk_identities", "CUHK-SYSU identities (Person.mat, loading included)"),
     ("cuhk_sysu.py:cuhk_to_coco", "CUHK-SYSU converted"),
     ("merge.py:merge", "merge (digests included)"),

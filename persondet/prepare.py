@@ -197,13 +197,12 @@ def read_coco_source(root: Path, split: str = "train2017") -> tuple[SourceSet, d
 def read_cuhk_source(root: Path, split: str = "all") -> tuple[SourceSet, dict]:
     """CUHK-SYSU in its layout: ``annotation/Images.mat`` boxes of the split, converted to COCO records."""
     folder = root / cuhk_sysu.ANNOTATION_DIR
-    images = cuhk_sysu.read_images_mat(folder / "Images.mat")
+    images = cuhk_sysu.read_scenes_mat(folder / "Images.mat")
     pool = cuhk_sysu.read_pool_mat(folder / "pool.mat") if split != "all" else None
     identities = read_cuhk_identities(folder)
     selected = cuhk_sysu.select_split(images, pool, split)
     image_dir = root / cuhk_sysu.IMAGE_DIR
-    names = [im.name for im in selected]
-    sizes = image_sizes(image_dir, names, folder / "Images.mat")
+    sizes = image_sizes(image_dir, selected.names, folder / "Images.mat")
     coco, counts = cuhk_sysu.cuhk_to_coco(selected, sizes, identities, source=folder / "Images.mat")
     for image in coco["images"]:
         image["original_file_name"] = image["file_name"].rsplit("/", 1)[-1]
@@ -246,12 +245,11 @@ def read_cuhk_identities(folder: Path) -> dict:
     """person_id per (image, box): Person.mat, else Train.mat + TestG50.mat, else none (all -1)."""
     person = folder / "Person.mat"
     if person.exists():
-        return cuhk_sysu.identity_index(cuhk_sysu.read_identities_mat(person, "Person"), person)
+        return cuhk_sysu.identity_index_mat(person, "Person")
     protocol = folder / "test" / "train_test"
     index = {}
     if (protocol / "Train.mat").exists():
-        index.update(cuhk_sysu.identity_index(cuhk_sysu.read_identities_mat(protocol / "Train.mat", "Train"),
-                                              protocol / "Train.mat"))
+        index.update(cuhk_sysu.identity_index_mat(protocol / "Train.mat", "Train"))
     if (protocol / "TestG50.mat").exists():
         index.update(cuhk_sysu.identity_index(
             [(idname, [query, *gallery]) for idname, query, gallery in

@@ -161,6 +161,122 @@ def scipy_io():
     return scipy.io
 
 
+# The columns readers (read_scenes_mat, identity_index_mat) read plain struct arrays at once and everything else
+# entry by entry: both ways must give the same records and the same errors.
+PLAIN_SCENES = [*[(n, b) for n, _, b in fx.CUHK_SCENES],
+                ("s4.jpg", [([-15, -5, 30, 20], 1, np.int16), ([1.5, 2.25, 30.0, 40.0], 0, np.float64)]),
+                ("s5.jpg", [])]  # no boxes: an empty struct array
+PLAIN_SIZES = {"s1.jpg": (320, 240), "s2.jpg": (300, 200), "s3.jpg": (400, 300), "s4.jpg": (100, 100),
+               "s5.jpg": (50, 50)}
+PEOPLE = [("p00007", [("s1.jpg", [100, 30, 40, 100]), ("s3.jpg", [250, 100, 10, 60])]),
+          ("p12", [("s4.jpg", [2, 2, 30, 40])]), ("p3", [])]
+
+
+def _write_images(path, images):
+    """Images.mat from (name, [{"idlocate": value as stored, "ishard": value as stored}, ...])."""
+    rows = [{"imname": np.array([name]), "nAppear": np.array([[len(boxes)]]),
+             "box": fx.mat_struct((1, len(boxes)), ("idlocate", "ishard"), boxes)} for name, boxes in images]
+    scipy_io().savemat(path, {"Img": fx.mat_struct((1, len(rows)), ("imname", "nAppear", "box"), rows)})
+
+
+def _per_entry_way(monkeypatch):
+    monkeypatch.setattr(cuhk, "_plain_scenes", lambda img: None)
+    monkeypatch.setattr(cuhk, "_plain_identity_index", lambda table: None)
+
+
+def _columns_way(monkeypatch):
+    def refuse(*args):
+        raise AssertionError("went the per-entry way")
+    monkeypatch.setattr(cuhk, "_images", refuse)
+    monkeypatch.setattr(cuhk, "_identities", refuse)
+
+
+def test_columns_and_per_entry_readers_agree_on_plain_files(tmp_path, monkeypatch):
+    fx.write_images_mat(tmp_path / "Images.mat", PLAIN_SCENES)
+    fx.write_person_mat(tmp_path / "Person.mat", PEOPLE)
+    pool = {"s3.jpg", "s4.jpg"}
+
+    def convert(split):
+        scenes = cuhk.select_split(cuhk.read_scenes_mat(tmp_path / "Images.mat"), pool, split)
+        return cuhk.cuhk_to_coco(scenes, PLAIN_SIZES, cuhk.identity_index_mat(tmp_path / "Person.mat", "Person"))
+
+    with monkeypatch.context() as patch:
+        _columns_way(patch)
+        fast = {split: convert(split) for split in ("all", "train", "test")}
+    slow = {split: convert(split) for split in ("all", "train", "test") if _per_entry_way(monkeypatch) is None}
+    assert fast == slow
+    coco, counts = fast["all"]
+    assert [a["bbox"] for a in coco["annotations"]][-2:] == [[0.0, 0.0, 15.0, 15.0], [1.5, 2.25, 30.0, 40.0]]
+    assert [a["person_id"] for a in coco["annotations"]] == [-1, 7, -1, 7, -1, 12]
+    assert [a["ishard"] for a in coco["annotations"]] == [0, 1, 0, 0, 1, 0]
+    assert coco["annotations"][3]["bbox"] == [250.0, 100.0, 10.0, 60.0]  # uint8 250 + 10 does not wrap
+    assert counts["images_without_persons"] == 1 and counts["boxes_total"] == 7
+    # the list of records read entry by entry converts to the same
+    images = cuhk.read_images_mat(tmp_path / "Images.mat")
+    assert cuhk.cuhk_to_coco(cuhk.select_split(images, pool, "test"), PLAIN_SIZES,
+                             cuhk.identity_index(cuhk.read_identities_mat(tmp_path / "Person.mat", "Person"))) \
+        == fast["test"]
+
+
+def test_odd_entries_read_entry_by_entry(tmp_path, monkeypatch):
+    """An empty idlocate, a 4x1 idlocate, an empty ishard, a box cell: not plain columns, read as before."""
+    box_cell = np.empty((1, 1), dtype=object)
+    box_cell[0, 0] = fx.mat_struct((1, 1), ("idlocate", "ishard"),
+                                   [{"idlocate": np.array([[5, 6, 7, 8]], dtype=np.uint8), "ishard": 1}])
+    _write_images(tmp_path / "Images.mat", [
+        ("a.jpg", [{"idlocate": np.array([[10, 20, 30, 40]], dtype=np.uint16), "ishard": np.zeros((0, 0))},
+                   {"idlocate": np.zeros((1, 0)), "ishard": 0}]),
+        ("b.jpg", [{"idlocate": np.array([[1], [2], [3], [4]], dtype=np.uint8), "ishard": 1}])])
+    sizes = {"a.jpg": (100, 100), "b.jpg": (100, 100)}
+    scenes = cuhk.read_scenes_mat(tmp_path / "Images.mat")
+    coco, counts = cuhk.cuhk_to_coco(scenes, sizes)
+    assert [(a["image_id"], a["bbox"], a["ishard"]) for a in coco["annotations"]] == \
+        [(1, [10.0, 20.0, 30.0, 40.0], 0), (2, [1.0, 2.0, 3.0, 4.0], 1)]
+    assert counts["boxes_total"] == 3 and counts["dropped_boxes"] == 1  # the empty idlocate
+    assert cuhk.cuhk_to_coco(cuhk.read_images_mat(tmp_path / "Images.mat"), sizes) == (coco, counts)
+    assert len(cuhk.select_split(scenes, {"b.jpg"}, "train")) == 1
+
+
+@pytest.mark.parametrize("way", [_columns_way, _per_entry_way])
+def test_box_errors_name_the_first_bad_entry_either_way(tmp_path, monkeypatch, way):
+    fx.write_images_mat(tmp_path / "Images.mat", [
+        ("a.jpg", [([1, 2, 3, 4], 0, np.uint8)]), ("b.jpg", [([1, 2, 3, 4], 0, np.uint8), ([1, np.inf, 3, 4], 0, float)])])
+    way(monkeypatch)
+    sizes = {"a.jpg": (10, 10), "b.jpg": (10, 10)}
+    with pytest.raises(PersondetError, match=r"^I.mat: b.jpg box 1: idlocate \[1.0, inf, 3.0, 4.0\] has a value"):
+        cuhk.cuhk_to_coco(cuhk.read_scenes_mat(tmp_path / "Images.mat"), sizes, source="I.mat")
+    fx.write_person_mat(tmp_path / "Person.mat", [("p1", [("a.jpg", [1, 2, 3, 4])]), ("px", [("b.jpg", [1, 2, 3, 4])])])
+    with pytest.raises(PersondetError, match=r"^identity name 'px' is not of the form p<number>$"):
+        cuhk.identity_index_mat(tmp_path / "Person.mat", "Person")
+
+
+def test_odd_boxes_are_checked_in_order_before_non_finite_ones(tmp_path):
+    _write_images(tmp_path / "Images.mat", [
+        ("a.jpg", [{"idlocate": np.array([[1.0, np.nan, 3.0, 4.0]]), "ishard": 0}]),
+        ("b.jpg", [{"idlocate": np.array(["abcd"]), "ishard": 0}, {"idlocate": np.array([[1, 2, 3]]), "ishard": 0}])])
+    with pytest.raises(PersondetError, match=r"^I.mat: b.jpg box 0: idlocate is not numeric \(ndarray\)$"):
+        cuhk.cuhk_to_coco(cuhk.read_scenes_mat(tmp_path / "Images.mat"), {"a.jpg": (9, 9), "b.jpg": (9, 9)},
+                          source="I.mat")
+    images = cuhk.read_images_mat(tmp_path / "Images.mat")
+    with pytest.raises(PersondetError, match=r"^I.mat: b.jpg box 0: idlocate is not numeric \(ndarray\)$"):
+        cuhk.cuhk_to_coco(images, {"a.jpg": (9, 9), "b.jpg": (9, 9)}, source="I.mat")
+
+
+@pytest.mark.parametrize("with_empty", [False, True])
+def test_person_mat_boxes_round_half_to_even_either_way(tmp_path, monkeypatch, with_empty):
+    """A gallery-style empty idlocate (skipped) is read entry by entry; the plain file as columns."""
+    apps = [{"imname": np.array(["s2.jpg"]), "idlocate": np.array([[1.4, 2.6, 3.5, 4.5]]), "ishard": 0}]
+    if with_empty:
+        apps.insert(0, {"imname": np.array(["s1.jpg"]), "idlocate": np.zeros((0, 0)), "ishard": 0})
+    else:
+        _columns_way(monkeypatch)
+    scene = fx.mat_struct((1, len(apps)), ("imname", "idlocate", "ishard"), apps)
+    person = fx.mat_struct((1, 1), ("idname", "nAppear", "scene"),
+                           [{"idname": np.array(["p9"]), "nAppear": len(apps), "scene": scene}])
+    scipy_io().savemat(tmp_path / "Person.mat", {"Person": person})
+    assert cuhk.identity_index_mat(tmp_path / "Person.mat", "Person") == {("s2.jpg", (1, 3, 4, 4)): 9}
+
+
 @pytest.fixture(scope="module")
 def testg100():
     if not TESTG100.exists():

@@ -4,13 +4,19 @@ MATLAB structs come back as structured arrays (or ``np.void`` elements), cells a
 1-element unicode arrays, and integer-valued doubles in the smallest integer type that holds them (uint8,
 uint16, int16... chosen per variable): every reader casts before arithmetic.  ``load_mat`` names the
 variables it found, and which dataset's file they look like, when the expected one is missing.
+
+The ``plain_*`` helpers and ``struct_columns`` read a whole column of values at once (one call for 100,000
+boxes instead of one each) and give None as soon as one value is not of the plain kind the real files hold;
+the caller then reads entry by entry with the helpers above, which give the same values and name the entry
+that is wrong.
 """
 
 from __future__ import annotations
 
 import re
+from itertools import chain
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -130,3 +136,61 @@ def struct_items(array: Any, where: str) -> Iterator[Any]:
         if isinstance(item, np.ndarray) and item.dtype.names is not None and item.size == 1:
             item = item.reshape(-1)[0]
         yield item
+
+
+# ---------------------------------------------------------------------------------------- whole columns
+def _items(values: Sequence) -> list | None:
+    """The one element of each 1-element array in ``values``; None when one is not such an array."""
+    try:
+        return list(map(np.ndarray.item, values))
+    except (TypeError, ValueError):
+        return None
+
+
+def plain_strings(values: Sequence) -> list[str] | None:
+    """1-element unicode arrays (MATLAB strings as scipy gives them) as str, as ``mat_str`` gives them."""
+    items = _items(values)
+    return items if items is not None and set(map(type, items)) <= {str} else None
+
+
+def plain_ints(values: Sequence) -> np.ndarray | None:
+    """1-element number arrays as int64, each as ``int()`` of its element gives it."""
+    items = _items(values)
+    if items is None:
+        return None
+    try:
+        array = np.array(items)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if array.ndim != 1 or array.dtype.kind not in "bif":
+        return None  # uint64 beyond int64, strings, objects...
+    if array.dtype.kind == "f" and not (np.abs(array) < 2.0 ** 62).all():
+        return None  # NaN too: int() of it fails, the per-entry way says how
+    return array.astype(np.int64)
+
+
+def plain_rows(values: Sequence, width: int) -> np.ndarray | None:
+    """(1, width) number arrays of any numeric types as one (n, width) float64 array, each value cast exactly
+    as on its own (numpy promotes integer types to ones that hold them, and float64 past 32 bits)."""
+    try:
+        array = np.array(values)  # (n, 1, width) when every value is a (1, width) array, else other or an error
+    except (TypeError, ValueError):
+        return None
+    if array.shape != (len(values), 1, width) or array.dtype.kind not in "buif":
+        return None
+    return array.reshape(-1, width).astype(np.float64)
+
+
+def struct_columns(structs: Sequence, fields: tuple[str, ...]) -> tuple[list[int], list[tuple]] | None:
+    """Struct arrays with the same field names (empty arrays of any kind: no entries) -> (entries per array,
+    for each of ``fields`` the value of every entry, in order); None when one is not such an array."""
+    if not all(type(s) is np.ndarray for s in structs):
+        return None
+    counts = [s.size for s in structs]
+    kept = [s for s, n in zip(structs, counts) if n]
+    names = kept[0].dtype.names if kept else fields
+    if names is None or not set(fields) <= set(names) or any(s.dtype.names != names for s in kept):
+        return None
+    rows = list(chain.from_iterable(s.reshape(-1).tolist() for s in kept))  # a tuple of field values per entry
+    columns = list(zip(*rows)) if rows else [()] * len(names)
+    return counts, [columns[names.index(name)] for name in fields]
