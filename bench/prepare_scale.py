@@ -106,7 +106,7 @@ FOUR_TIME_GOAL, FOUR_MEMORY_GOAL = 1.0, 0.5  # issue 13: beats the COCO load at 
 STAGES = [
     ("coco.py:load_instances", "COCO json decoded (msgspec typed structs)"),
     ("coco.py:read_coco_persons", "COCO persons (decoding included): ids, boxes, clipping"),
-    ("imagefiles.py:read_image_sizes", "image headers (COCO images with persons + CUHK-SYSU)"),
+    ("imagefiles.py:image_sizes", "image headers (COCO images with persons + CUHK-SYSU)"),
     ("matlab.py:load_mat", "CUHK-SYSU .mat files loaded (scipy.io.loadmat, its import included)"),
     ("cuhk_sysu.py:read_scenes_mat", "CUHK-SYSU Images.mat read (loading included)"),
     ("prepare.py:read_cuhk_identities", "CUHK-SYSU identities (Person.mat, loading included)"),

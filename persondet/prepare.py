@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import msgspec
+
 from persondet.config import PrepareConfig
 from persondet.datasets import SOURCES, mix_name, mix_sources
 from persondet.errors import PersondetError
@@ -156,7 +158,8 @@ def _read_sources(roots: dict[str, Path], config: PrepareConfig, concurrent: boo
         sources, counts = [], {}
         for name in names:
             if name in workers:
-                source, counts[name] = workers[name].result()
+                root, records, counts[name] = workers[name].result()
+                source = SourceSet(name, root, *msgspec.msgpack.decode(records))
             else:
                 source, counts[name] = SOURCES[name].read(roots[name], config)
             sources.append(source)
@@ -164,9 +167,12 @@ def _read_sources(roots: dict[str, Path], config: PrepareConfig, concurrent: boo
 
 
 def _read_source(name: str, root: Path, config: PrepareConfig, note: Callable[..., None]) -> tuple:
-    """One source read in a worker process (``_read_sources``)."""
+    """One source read in a worker process (``_read_sources``): (its root, its images and annotations as
+    msgpack, its counts).  msgpack costs half of what pickle does for these records (0.17 s against 0.34 s
+    to send and take CUHK-SYSU's at full scale); the records are plain JSON values, so they come back equal."""
     with _cyclic_gc_paused():
-        return SOURCES[name].read(root, config)
+        source, counts = SOURCES[name].read(root, config)
+        return source.root, msgspec.msgpack.encode((source.images, source.annotations)), counts
 
 
 def resolve_roots(config: PrepareConfig) -> dict[str, Path]:

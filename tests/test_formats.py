@@ -14,6 +14,7 @@ from persondet.formats import boxes as boxes_fmt
 from persondet.formats import coco as coco_fmt
 from persondet.formats import cuhk_sysu as cuhk
 from persondet.formats import json_chunks
+from persondet.formats import imagesize
 from persondet.formats.imagesize import ImageHeaderError, image_size
 from persondet.datasets import image_path, recorded_roots
 from persondet.formats.paths import safe_relative_path
@@ -479,6 +480,11 @@ def test_image_size_real_jpegs():
     for f in files:
         with Image.open(f) as im:
             assert image_size(f) == im.size
+        # the common-case loop and the general marker walk agree
+        data = f.read_bytes()
+        with open(f, "rb") as handle:
+            assert imagesize._jpeg_size(data[:4096], handle.fileno(), f) == \
+                imagesize._jpeg_walk(data[:4096], handle.fileno(), f) == im.size
 
 
 def test_image_size_past_a_large_exif_block_and_every_truncation(tmp_path):

@@ -10,6 +10,7 @@ parser stays.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -20,15 +21,17 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers without a length field.
 _STANDALONE = frozenset(range(0xD0, 0xDA)) | {0x01}
+_NOT_A_SEGMENT = _STANDALONE | {0xFF, 0xDA}  # fill byte, start of scan: left to the general walk
 _FIRST_READ = 4096
 
 
 class ImageHeaderError(PersondetError):
-    """An image file whose header cannot be read; ``reason`` says why, without the path."""
+    """An image file whose header cannot be read; ``reason`` says why, without the path; ``missing``: there is
+    no such file."""
 
-    def __init__(self, path, reason: str):
+    def __init__(self, path, reason: str, missing: bool = False):
         super().__init__(f"{path}: unreadable image: {reason}")
-        self.path, self.reason = path, reason
+        self.path, self.reason, self.missing = path, reason, missing
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -44,7 +47,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise ImageHeaderError(path, f"cannot read ({exc.strerror or exc})") from None
+        raise ImageHeaderError(path, f"cannot read ({exc.strerror or exc})",
+                               missing=exc.errno in (errno.ENOENT, errno.ENOTDIR)) from None
     if not head:
         raise ImageHeaderError(path, "empty file (0 bytes)")
     raise ImageHeaderError(path, f"not a JPEG or PNG file (header {head[:8]!r})")
@@ -57,6 +61,21 @@ def _png_size(head: bytes, path) -> tuple[int, int]:
 
 
 def _jpeg_size(head: bytes, fd: int, path) -> tuple[int, int]:
+    """The common case first: segment after segment in the first read up to the frame header (as the general
+    walk, ``_jpeg_walk``, would go; 82,299 files at full scale); anything else goes to the general walk."""
+    i, last = 2, len(head) - 9
+    while i <= last and head[i] == 0xFF:
+        code = head[i + 1]
+        if code in _SOF_MARKERS:
+            return _checked((head[i + 7] << 8) | head[i + 8], (head[i + 5] << 8) | head[i + 6], path)
+        length = (head[i + 2] << 8) | head[i + 3]
+        if code in _NOT_A_SEGMENT or length < 2:
+            break
+        i += 2 + length
+    return _jpeg_walk(head, fd, path)
+
+
+def _jpeg_walk(head: bytes, fd: int, path) -> tuple[int, int]:
     """Walk the marker segments from byte 2 to the first start-of-frame, reading on only where needed."""
     window, base, pos = head, 0, 2  # window holds the file's bytes from offset base; pos is a file offset
     while True:
