@@ -34,7 +34,7 @@ from persondet.formats.merge import SourceSet, merge, write_dataset
 from persondet.stats import (dataset_stats, draw_checks, plot_relative_sizes, preload_plotting, relative_sizes,
                              write_stats)
 from persondet.tracking import open_run, run_name
-from persondet.tracking.store import preload as preload_tracking
+from persondet.tracking.store import experiment_id, preload as preload_tracking
 from persondet.worker import Worker, can_fork
 
 ARTIFACT_DIR = "prepared"
@@ -63,7 +63,7 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
     a prepare run (and, with ``output_dir``, place the files there).
 
     ``worker``: read and write the outputs in a forked worker process (``persondet.worker``) while this
-    process imports MLflow; None (the default) does so when MLflow is not imported yet (the one case with
+    process imports MLflow, draws the size histogram and opens the store; None (the default) does so when MLflow is not imported yet (the one case with
     something to overlap) and no other thread runs (``worker.can_fork``).  Either way the outputs are the
     same, and no run is started before every input is read and checked.
     """
@@ -80,29 +80,37 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
                 preload_tracking()
                 staged = process.wait_for("plot")  # the worker writes the rest meanwhile
                 plot_error = _plot_outputs(*staged) if staged else None
-                built = process.result()  # its error first: it is the earlier one
+                if staged and plot_error is None:  # every input read and checked: the store, not yet a run
+                    experiment_id()
+                built = process.wait_for("built") or process.result()  # its error first: the earlier one
                 if plot_error is not None:
                     raise plot_error
+                run_id = _log_run(config, mix, built)  # while the worker frees what it built
         else:
             built = build_outputs(config, mix, roots, parent)
-        stats, counts, meta = built.stats, built.counts, built.meta
-        with open_run("prepare", run_name=run_name("prepare", mix=mix), tags={"dataset_mix": mix}) as run:
-            run.log_params(config.to_params())
-            run.set_tags({"persondet.data_digest": meta["digest"], "dataset_mix": mix,
-                          **{f"persondet.root.{k}": v for k, v in meta["roots"].items()}})
-            run.log_metrics(_metrics(stats, counts))
-            for name, digest in meta["source_digests"].items():
-                run.log_dataset_input(name, digest, meta["roots"][name], context="prepare")
-            run.log_dataset_input(f"prepared:{mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}",
-                                  context="prepare")
-            run.log_artifacts(str(built.stage), artifact_path=ARTIFACT_DIR)
+            run_id = _log_run(config, mix, built)
         output_dir = replace_folder(built.stage, Path(config.output_dir)) if config.output_dir else None
     finally:
         if built is not None or staged:
             shutil.rmtree((built.stage if built is not None else staged[0]).parent, ignore_errors=True)
-    return PrepareResult(run_id=run.run_id, digest=meta["digest"], stats=stats, counts=counts,
+    return PrepareResult(run_id=run_id, digest=built.meta["digest"], stats=built.stats, counts=built.counts,
                          artifacts={k: f"{ARTIFACT_DIR}/{v}" for k, v in built.artifacts.items()},
                          output_dir=output_dir)
+
+
+def _log_run(config: PrepareConfig, mix: str, built: "BuiltOutputs") -> str | None:
+    """The prepare run: parameters, digests, statistics, inputs and the outputs as artifacts; its id."""
+    meta = built.meta
+    with open_run("prepare", run_name=run_name("prepare", mix=mix), tags={"dataset_mix": mix}) as run:
+        run.log_params(config.to_params())
+        run.set_tags({"persondet.data_digest": meta["digest"], "dataset_mix": mix,
+                      **{f"persondet.root.{k}": v for k, v in meta["roots"].items()}})
+        run.log_metrics(_metrics(built.stats, built.counts))
+        for name, digest in meta["source_digests"].items():
+            run.log_dataset_input(name, digest, meta["roots"][name], context="prepare")
+        run.log_dataset_input(f"prepared:{mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}", context="prepare")
+        run.log_artifacts(str(built.stage), artifact_path=ARTIFACT_DIR)
+    return run.run_id
 
 
 @dataclass
@@ -123,7 +131,7 @@ def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], paren
     (the output folder's parent, so the finished folder is renamed into place; None: the system's temporary
     folder).  ``concurrent``: read the sources after the first in worker processes of their own meanwhile
     (``_read_sources``).  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage,
-    sizes))`` before the other files are written."""
+    sizes))`` before the other files are written; ``note("built", result)`` before returning it."""
     with _cyclic_gc_paused():
         sources, counts = _read_sources(roots, config, concurrent)
         dataset = merge(sources, mix, config.cuhk_split)
@@ -142,7 +150,9 @@ def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], paren
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BuiltOutputs(stage, stats, counts, dataset["persondet"], artifacts)
+    built = BuiltOutputs(stage, stats, counts, dataset["persondet"], artifacts)
+    note("built", built)  # in a worker: the caller goes on while this process frees the prepared set
+    return built
 
 
 def _read_sources(roots: dict[str, Path], config: PrepareConfig, concurrent: bool) -> tuple[list[SourceSet], dict[str, dict]]:
