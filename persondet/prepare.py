@@ -75,20 +75,19 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
     built = staged = None
     try:
         if worker:
-            with Worker(build_outputs, config, mix, roots, parent, plot=False, concurrent=True) as process:
+            with Worker(build_outputs, config, mix, roots, parent, plot=False, in_worker=True) as process:
                 preload_plotting()
                 preload_tracking()
                 staged = process.wait_for("plot")  # the worker writes the rest meanwhile
                 plot_error = _plot_outputs(*staged) if staged else None
                 if staged and plot_error is None:  # every input read and checked: the store, not yet a run
                     experiment_id()
-                built = process.wait_for("built") or process.result()  # its error first: the earlier one
+                built = process.result()  # its error first: the earlier one
                 if plot_error is not None:
                     raise plot_error
-                run_id = _log_run(config, mix, built)  # while the worker frees what it built
         else:
             built = build_outputs(config, mix, roots, parent)
-            run_id = _log_run(config, mix, built)
+        run_id = _log_run(config, mix, built)
         output_dir = replace_folder(built.stage, Path(config.output_dir)) if config.output_dir else None
     finally:
         if built is not None or staged:
@@ -113,6 +112,10 @@ def _log_run(config: PrepareConfig, mix: str, built: "BuiltOutputs") -> str | No
     return run.run_id
 
 
+# What a worker process built, left for its exit (``os._exit``, no interpreter teardown) to drop.
+_HELD_UNTIL_EXIT: list = []
+
+
 @dataclass
 class BuiltOutputs:
     """What ``build_outputs`` hands back: the files are in ``stage`` (inside a temporary folder)."""
@@ -126,14 +129,14 @@ class BuiltOutputs:
 
 def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], parent: Path | None,
                   note: Callable[..., None] = lambda key, value=None: None, plot: bool = True,
-                  concurrent: bool = False) -> BuiltOutputs:
+                  in_worker: bool = False) -> BuiltOutputs:
     """Read every source, merge, describe, and write the outputs into a new temporary folder in ``parent``
     (the output folder's parent, so the finished folder is renamed into place; None: the system's temporary
-    folder).  ``concurrent``: read the sources after the first in worker processes of their own meanwhile
-    (``_read_sources``).  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage,
-    sizes))`` before the other files are written; ``note("built", result)`` before returning it."""
+    folder).  ``in_worker`` (prepare's worker process): the sources after the first are read in worker
+    processes of their own meanwhile (``_read_sources``), and what was built is left for the process's exit.  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage,
+    sizes))`` before the other files are written."""
     with _cyclic_gc_paused():
-        sources, counts = _read_sources(roots, config, concurrent)
+        sources, counts = _read_sources(roots, config, concurrent=in_worker)
         dataset = merge(sources, mix, config.cuhk_split)
         del sources
         sizes = relative_sizes(dataset)
@@ -150,12 +153,13 @@ def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], paren
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    built = BuiltOutputs(stage, stats, counts, dataset["persondet"], artifacts)
-    note("built", built)  # in a worker: the caller goes on while this process frees the prepared set
-    return built
+    if in_worker:  # its exit drops these at once, instead of one object after another (0.15 s)
+        _HELD_UNTIL_EXIT.append(dataset)
+    return BuiltOutputs(stage, stats, counts, dataset["persondet"], artifacts)
 
 
-def _read_sources(roots: dict[str, Path], config: PrepareConfig, concurrent: bool) -> tuple[list[SourceSet], dict[str, dict]]:
+def _read_sources(roots: dict[str, Path], config: PrepareConfig,
+                  concurrent: bool) -> tuple[list[SourceSet], dict[str, dict]]:
     """Every source of the mix, in order, and what each reader counted.  ``concurrent`` (and a process that
     may fork): the sources after the first are read in worker processes while this one reads the first;
     their results come back in order, so the first source's error is still the one reported."""
@@ -182,6 +186,7 @@ def _read_source(name: str, root: Path, config: PrepareConfig, note: Callable[..
     to send and take CUHK-SYSU's at full scale); the records are plain JSON values, so they come back equal."""
     with _cyclic_gc_paused():
         source, counts = SOURCES[name].read(root, config)
+        _HELD_UNTIL_EXIT.append(source)
         return source.root, msgspec.msgpack.encode((source.images, source.annotations)), counts
 
 
