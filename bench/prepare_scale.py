@@ -104,7 +104,7 @@ FOUR_TIME_GOAL, FOUR_MEMORY_GOAL = 1.0, 0.5  # issue 13: beats the COCO load at 
 # Where prepare's time goes: functions profiled by (file name, function name); a stage that a later
 # version renames or moves shows 0.0.
 STAGES = [
-    ("coco.py:load_instances", "COCO json decoded (msgspec typed structs)"),
+    ("json_chunks.py:decode_member_in_pieces", "COCO json decoded in pieces (msgspec typed structs)"),
     ("coco.py:read_coco_persons", "COCO persons (decoding included): ids, boxes, clipping"),
     ("imagefiles.py:image_sizes", "image headers (COCO images with persons + CUHK-SYSU)"),
     ("matlab.py:load_mat", "CUHK-SYSU .mat files loaded (scipy.io.loadmat, its import included)"),
