@@ -63,9 +63,10 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
     a prepare run (and, with ``output_dir``, place the files there).
 
     ``worker``: read and write the outputs in a forked worker process (``persondet.worker``) while this
-    process imports MLflow, draws the size histogram and opens the store; None (the default) does so when MLflow is not imported yet (the one case with
-    something to overlap) and no other thread runs (``worker.can_fork``).  Either way the outputs are the
-    same, and no run is started before every input is read and checked.
+    process imports MLflow, draws the size histogram and opens the store; None (the default) does so when
+    MLflow is not imported yet (the one case with something to overlap) and no other thread runs
+    (``worker.can_fork``).  Either way the outputs are the same, and no run is started before every input
+    is read and checked.
     """
     mix = mix_name(config.mix)
     roots = resolve_roots(config)
@@ -107,7 +108,8 @@ def _log_run(config: PrepareConfig, mix: str, built: "BuiltOutputs") -> str | No
         run.log_metrics(_metrics(built.stats, built.counts))
         for name, digest in meta["source_digests"].items():
             run.log_dataset_input(name, digest, meta["roots"][name], context="prepare")
-        run.log_dataset_input(f"prepared:{mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}", context="prepare")
+        run.log_dataset_input(f"prepared:{mix}", meta["digest"], f"{ARTIFACT_DIR}/{TRAIN_JSON}",
+                              context="prepare")
         run.log_artifacts(str(built.stage), artifact_path=ARTIFACT_DIR)
     return run.run_id
 
@@ -133,8 +135,9 @@ def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], paren
     """Read every source, merge, describe, and write the outputs into a new temporary folder in ``parent``
     (the output folder's parent, so the finished folder is renamed into place; None: the system's temporary
     folder).  ``in_worker`` (prepare's worker process): the sources after the first are read in worker
-    processes of their own meanwhile (``_read_sources``), and what was built is left for the process's exit.  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage,
-    sizes))`` before the other files are written."""
+    processes of their own meanwhile (``_read_sources``), and what was built is left for the process's
+    exit.  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage, sizes))`` before
+    the other files are written."""
     with _cyclic_gc_paused():
         sources, counts = _read_sources(roots, config, concurrent=in_worker)
         dataset = merge(sources, mix, config.cuhk_split)
@@ -183,7 +186,8 @@ def _read_sources(roots: dict[str, Path], config: PrepareConfig,
 def _read_source(name: str, root: Path, config: PrepareConfig, note: Callable[..., None]) -> tuple:
     """One source read in a worker process (``_read_sources``): (its root, its images and annotations as
     msgpack, its counts).  msgpack costs half of what pickle does for these records (0.17 s against 0.34 s
-    to send and take CUHK-SYSU's at full scale); the records are plain JSON values, so they come back equal."""
+    to send and take CUHK-SYSU's at full scale); the records are plain JSON values, so they come back
+    equal."""
     with _cyclic_gc_paused():
         source, counts = SOURCES[name].read(root, config)
         _HELD_UNTIL_EXIT.append(source)
