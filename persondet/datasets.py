@@ -196,18 +196,19 @@ def person_category_id(categories: Sequence[Any], wanted: str | int = "person", 
 def is_ignore_region(annotation: Mapping[str, Any]) -> bool:
     """A region that must not be scored or learnt: ``ignore: 1`` (CityPersons' convention), or
     ``extra.ignore: 1`` as CrowdHuman-style files nest it."""
-    if annotation.get("ignore", 0):
-        return True
-    extra = annotation.get("extra")
-    if not extra:  # the common case, decided without an isinstance check (typing's is slow: 1.5M calls at scale)
-        return False
-    return isinstance(extra, abc.Mapping) and bool(extra.get("ignore", 0))
+    return bool(annotation.get("ignore", 0) or (annotation.get("extra") and _nested_ignore(annotation["extra"])))
 
 
 def is_person_box(annotation: Mapping[str, Any]) -> bool:
     """A box around one person (a training box, an ``object`` in the statistics and in evaluation): neither
-    a crowd region (``iscrowd: 1``) nor an ignore region (``is_ignore_region``)."""
-    return not annotation.get("iscrowd", 0) and not is_ignore_region(annotation)
+    a crowd region (``iscrowd: 1``) nor an ignore region (``is_ignore_region``).  Written out rather than
+    calling it: at full scale prepare asks this of 0.7 M boxes, and a plain box is decided without a call."""
+    return not (annotation.get("iscrowd", 0) or annotation.get("ignore", 0)
+                or (annotation.get("extra") and _nested_ignore(annotation["extra"])))
+
+
+def _nested_ignore(extra: Any) -> bool:
+    return isinstance(extra, abc.Mapping) and bool(extra.get("ignore", 0))
 
 
 # ---------------------------------------------------------------------------------------------- image paths

@@ -24,8 +24,7 @@ def relative_sizes(dataset: dict) -> dict[str, list[float]]:
     sizes: dict[str, list[float]] = {name: [] for name in recorded_roots(dataset) or {}}
     sizes.update({im.get("source", "coco"): [] for im in dataset["images"] if im.get("source", "coco") not in sizes})
     for ann in dataset["annotations"]:
-        # is_person_box (the rule) is false only with one of these keys set: most boxes skip its two calls
-        if (ann.get("iscrowd", 0) or ann.get("ignore", 0) or ann.get("extra")) and not is_person_box(ann):
+        if not is_person_box(ann):
             continue
         image = images[ann["image_id"]]
         _, _, w, h = ann["bbox"]
@@ -44,8 +43,6 @@ def dataset_stats(dataset: dict, sizes: dict[str, list[float]] | None = None) ->
     images = Counter(source_of.values())
     crowd, ignore = Counter(), Counter()
     for ann in dataset["annotations"]:
-        if not (ann.get("iscrowd", 0) or ann.get("ignore", 0) or ann.get("extra")):
-            continue  # a person, without the two calls of is_person_box (as in relative_sizes)
         if ann.get("iscrowd", 0):
             crowd[source_of[ann["image_id"]]] += 1
         elif not is_person_box(ann):

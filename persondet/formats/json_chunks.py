@@ -53,7 +53,7 @@ def decode_member_in_pieces(path, key: str, decoder: msgspec.json.Decoder,
 def find_array(data: bytes, key: str, decoder: msgspec.json.Decoder, last: bool = False):
     """The entries of the first (or ``last``) array written as ``"<key>": [...]`` in ``data`` (a part of a
     document), decoded; None when there is none or it does not decode.  A guess for a caller to confirm."""
-    matches = list(re.finditer(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*\[', data))
+    matches = list(_member(key).finditer(data))
     if not matches:
         return None
     start = matches[-1 if last else 0].end() - 1
@@ -73,7 +73,7 @@ def find_array(data: bytes, key: str, decoder: msgspec.json.Decoder, last: bool 
 
 def _read_head(f, key: str, block: int) -> tuple[bytes, bytearray]:
     """(the bytes before the array's ``[``, the bytes read after it)."""
-    pattern = re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*\[')
+    pattern = _member(key)
     head = bytearray()
     searched = 0
     while True:
@@ -159,6 +159,11 @@ def _last_cut(buf: bytearray, n: int) -> tuple[int, int] | None:
         if found is not None:
             return found.start() + 1, found.end() - 1
     return None
+
+
+def _member(key: str) -> re.Pattern:
+    """``"<key>": [`` with any spacing."""
+    return re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*\[')
 
 
 def _trailing_at(exc: msgspec.DecodeError) -> int | None:
