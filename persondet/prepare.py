@@ -6,7 +6,7 @@ are here (``read_coco_source``, ``read_cuhk_source``).
 Everything is read and checked before anything is written; outputs are built in a temporary folder,
 logged to the run under ``prepared/`` and, with ``output_dir``, renamed into place.  In a process of its
 own (the entry point) the reading and writing (``build_outputs``) run in a forked worker while this process
-imports MLflow and draws the size histogram (``prepare``).
+imports MLflow, checks COCO's image files and draws the size histogram (``prepare``).
 """
 
 from __future__ import annotations
@@ -29,10 +29,9 @@ from persondet.errors import PersondetError
 from persondet.folders import replace_folder
 from persondet.formats import cuhk_sysu
 from persondet.formats.coco import read_coco_persons
-from persondet.formats.imagefiles import image_sizes
-from persondet.formats.merge import SourceSet, merge, write_dataset
-from persondet.stats import (dataset_stats, draw_checks, plot_relative_sizes, preload_plotting, relative_sizes,
-                             write_stats)
+from persondet.formats.imagefiles import ImageFilesCheck, image_sizes
+from persondet.formats.merge import SourceSet, merge, records_digest, write_dataset
+from persondet.stats import describe, draw_checks, plot_relative_sizes, preload_plotting, write_stats
 from persondet.tracking import open_run, run_name
 from persondet.tracking.store import experiment_id, preload as preload_tracking
 from persondet.worker import Worker, can_fork, hold_until_exit
@@ -63,7 +62,8 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
     a prepare run (and, with ``output_dir``, place the files there).
 
     ``worker``: read and write the outputs in a forked worker process (``persondet.worker``) while this
-    process imports MLflow, draws the size histogram and opens the store; None (the default) does so when
+    process imports MLflow, checks the first source's image files, draws the size histogram and opens the
+    store; None (the default) does so when
     MLflow is not imported yet (the one case with something to overlap) and no other thread runs
     (``worker.can_fork``).  Either way the outputs are the same, and no run is started before every input
     is read and checked.
@@ -76,10 +76,17 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
     built = staged = None
     try:
         if worker:
-            with Worker(build_outputs, config, mix, roots, parent, plot=False, in_worker=True) as process:
+            with Worker(build_outputs, config, mix, roots, parent, plot=False, in_worker=True,
+                        background=True) as process:  # its notes come while this process imports
                 with _cyclic_gc_paused():  # imports build long-lived objects: 0.45 s less CPU without collections
                     preload_plotting()
                     preload_tracking()
+                check = process.wait_for("check")  # the first source's image files, while the worker merges
+                check_error = _outcome(check.run) if check else None
+                if check_error is not None:  # the first source's error: before any the worker may raise
+                    with contextlib.suppress(Exception):
+                        built = process.result()  # once it is done, so its temporary folder goes too
+                    raise check_error
                 staged = process.wait_for("plot")  # the worker writes the rest meanwhile
                 plot_error = _plot_outputs(*staged) if staged else None
                 if staged and plot_error is None:  # every input read and checked: the store, not yet a run
@@ -132,14 +139,14 @@ def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], paren
     """Read every source, merge, describe, and write the outputs into a new temporary folder in ``parent``
     (the output folder's parent, so the finished folder is renamed into place; None: the system's temporary
     folder).  ``in_worker`` (prepare's worker process): the sources after the first are read in worker
-    processes of their own meanwhile (``_read_sources``).  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage, sizes))`` before
+    processes of their own meanwhile, and the first source's image check is handed to the caller,
+    ``note("check", check)`` (``_read_sources``).  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage, sizes))`` before
     the other files are written."""
     with _cyclic_gc_paused():
-        sources, counts = _read_sources(roots, config, concurrent=in_worker)
+        sources, counts = _read_sources(roots, config, concurrent=in_worker, hand_over=note if in_worker else None)
         dataset = merge(sources, mix, config.cuhk_split)
         del sources
-        sizes = relative_sizes(dataset)
-        stats = dataset_stats(dataset, sizes)
+        sizes, stats = describe(dataset)
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".persondet-prepare-", dir=parent))
@@ -156,11 +163,17 @@ def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], paren
     return BuiltOutputs(stage, stats, counts, dataset["persondet"], artifacts)
 
 
-def _read_sources(roots: dict[str, Path], config: PrepareConfig,
-                  concurrent: bool) -> tuple[list[SourceSet], dict[str, dict]]:
+def _read_sources(roots: dict[str, Path], config: PrepareConfig, concurrent: bool,
+                  hand_over: Callable[..., None] | None = None) -> tuple[list[SourceSet], dict[str, dict]]:
     """Every source of the mix, in order, and what each reader counted.  ``concurrent`` (and a process that
     may fork): the sources after the first are read in worker processes while this one reads the first;
-    their results come back in order, so the first source's error is still the one reported."""
+    their results come back in order, so the first source's error is still the one reported.
+
+    The image files a reader left to check (``SourceSet.image_check``: COCO's, whose sizes are in its json)
+    are checked here, source after source, except the first source's with ``hand_over``: then
+    ``hand_over("check", check)`` gives it to the caller (prepare's main process, idle while this worker
+    merges), and it is the caller's to run before any run starts; its error comes before any other, as the
+    first source's."""
     names = list(roots)
     with contextlib.ExitStack() as stack:
         workers = {}
@@ -170,23 +183,30 @@ def _read_sources(roots: dict[str, Path], config: PrepareConfig,
         sources, counts = [], {}
         for name in names:
             if name in workers:
-                root, records, counts[name] = workers[name].result()
-                source = SourceSet(name, root, *msgspec.msgpack.decode(records))
+                root, records, counts[name], digest = workers[name].result()
+                source = SourceSet(name, root, *msgspec.msgpack.decode(records), digest=digest)
             else:
                 source, counts[name] = SOURCES[name].read(roots[name], config)
+                if source.image_check is not None and hand_over is not None and not sources:
+                    hand_over("check", source.image_check)
+                elif source.image_check is not None:
+                    source.image_check.run()
             sources.append(source)
     return sources, counts
 
 
 def _read_source(name: str, root: Path, config: PrepareConfig, note: Callable[..., None]) -> tuple:
     """One source read in a worker process (``_read_sources``): (its root, its images and annotations as
-    msgpack, its counts).  msgpack costs half of what pickle does for these records (0.17 s against 0.34 s
-    to send and take CUHK-SYSU's at full scale); the records are plain JSON values, so they come back
-    equal."""
+    msgpack, its counts, their digest).  msgpack costs half of what pickle does for these records (0.17 s
+    against 0.34 s to send and take CUHK-SYSU's at full scale); the records are plain JSON values, so they
+    come back equal.  The digest is taken here, beside the other reading (``merge.records_digest``)."""
     with _cyclic_gc_paused():
         source, counts = SOURCES[name].read(root, config)
+        if source.image_check is not None:
+            source.image_check.run()
         hold_until_exit(source)
-        return source.root, msgspec.msgpack.encode((source.images, source.annotations)), counts
+        return source.root, msgspec.msgpack.encode((source.images, source.annotations)), counts, \
+            records_digest(source)
 
 
 def resolve_roots(config: PrepareConfig) -> dict[str, Path]:
@@ -204,14 +224,15 @@ def resolve_roots(config: PrepareConfig) -> dict[str, Path]:
 
 # ------------------------------------------------------------------------------------------------ sources
 def read_coco_source(root: Path, split: str = "train2017") -> tuple[SourceSet, dict]:
-    """COCO 2017 in its layout: the person annotations of ``annotations/instances_<split>.json``."""
+    """COCO 2017 in its layout: the person annotations of ``annotations/instances_<split>.json``; its images
+    are left to check (``SourceSet.image_check``)."""
     annotation = root / "annotations" / f"instances_{split}.json"
     persons = read_coco_persons(annotation)
-    image_dir = root / split
-    image_sizes(image_dir, [im["file_name"] for im in persons.images], annotation)  # present and readable
+    # sizes come from the json: the image files are checked present and readable by the caller
+    check = ImageFilesCheck(root / split, [im["file_name"] for im in persons.images], annotation)
     images = [{**im, "file_name": f"{split}/{im['file_name']}",
                "original_file_name": im["file_name"]} for im in persons.images]
-    return SourceSet("coco", root, images, persons.annotations), dict(persons.counts)
+    return SourceSet("coco", root, images, persons.annotations, image_check=check), dict(persons.counts)
 
 
 def read_cuhk_source(root: Path, split: str = "all") -> tuple[SourceSet, dict]:
@@ -294,9 +315,17 @@ def _write_outputs(dataset: dict, stats: dict, sizes: dict | None, counts: dict,
 
 def _plot_outputs(stage: Path, sizes: dict) -> PersondetError | None:
     """The size histogram into ``stage`` (while the worker writes the rest); its error returned, not raised."""
-    try:
+    def plot() -> None:
         with _writing(stage):
             plot_relative_sizes(sizes, stage / PLOT)
+
+    return _outcome(plot)
+
+
+def _outcome(step: Callable[[], None]) -> PersondetError | None:
+    """``step()``'s PersondetError, returned rather than raised (None when it succeeds)."""
+    try:
+        step()
     except PersondetError as exc:
         return exc
     return None

@@ -17,40 +17,43 @@ from typing import Iterable
 from persondet.datasets import image_path, is_person_box, recorded_roots
 
 
-def relative_sizes(dataset: dict) -> dict[str, list[float]]:
-    """Per source: box area / image area of every person (crowd and ignore regions left out).  Every source
-    a prepared set records is there, in its order, even one whose images were all left out."""
-    images = {im["id"]: im for im in dataset["images"]}
+def describe(dataset: dict) -> tuple[dict[str, list[float]], dict[str, dict]]:
+    """(``relative_sizes(dataset)``, ``dataset_stats(dataset)``) in one pass over the annotations (prepare's
+    0.36 M at full scale: a second pass cost 0.1 s)."""
+    image_info = {im["id"]: (im.get("source", "coco"), im["width"] * im["height"]) for im in dataset["images"]}
     sizes: dict[str, list[float]] = {name: [] for name in recorded_roots(dataset) or {}}
-    sizes.update({im.get("source", "coco"): [] for im in dataset["images"] if im.get("source", "coco") not in sizes})
-    for ann in dataset["annotations"]:
-        if not is_person_box(ann):
-            continue
-        image = images[ann["image_id"]]
-        _, _, w, h = ann["bbox"]
-        sizes[image.get("source", "coco")].append(w * h / (image["width"] * image["height"]))
-    return sizes
-
-
-def dataset_stats(dataset: dict, sizes: dict[str, list[float]] | None = None) -> dict[str, dict]:
-    """{source: {images, objects, avg_rel_size, crowd_regions, ignore_regions}, ..., "merged": {...}}.
-
-    ``sizes``: ``relative_sizes(dataset)`` when the caller already has it.  An annotation that is both a
-    crowd and an ignore region counts as a crowd region.
-    """
-    sizes = relative_sizes(dataset) if sizes is None else sizes
-    source_of = {im["id"]: im.get("source", "coco") for im in dataset["images"]}
-    images = Counter(source_of.values())
+    for source, _ in image_info.values():
+        if source not in sizes:
+            sizes[source] = []
     crowd, ignore = Counter(), Counter()
     for ann in dataset["annotations"]:
-        if ann.get("iscrowd", 0):
-            crowd[source_of[ann["image_id"]]] += 1
-        elif not is_person_box(ann):
-            ignore[source_of[ann["image_id"]]] += 1
+        source, image_area = image_info[ann["image_id"]]
+        if is_person_box(ann):
+            _, _, w, h = ann["bbox"]
+            sizes[source].append(w * h / image_area)
+        elif ann.get("iscrowd", 0):
+            crowd[source] += 1
+        else:
+            ignore[source] += 1
+    images = Counter(source for source, _ in image_info.values())
     stats = {s: _row(images[s], sizes[s], crowd[s], ignore[s]) for s in sizes}
     stats["merged"] = _row(sum(images.values()), [v for s in sizes for v in sizes[s]], sum(crowd.values()),
                            sum(ignore.values()))
-    return stats
+    return sizes, stats
+
+
+def relative_sizes(dataset: dict) -> dict[str, list[float]]:
+    """Per source: box area / image area of every person (crowd and ignore regions left out).  Every source
+    a prepared set records is there, in its order, even one whose images were all left out."""
+    return describe(dataset)[0]
+
+
+def dataset_stats(dataset: dict) -> dict[str, dict]:
+    """{source: {images, objects, avg_rel_size, crowd_regions, ignore_regions}, ..., "merged": {...}}.
+
+    An annotation that is both a crowd and an ignore region counts as a crowd region.
+    """
+    return describe(dataset)[1]
 
 
 def _row(n_images: int, rel: list[float], crowd: int, ignore: int) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import queue
 import threading
 import traceback
 from typing import Any, Callable
@@ -42,7 +43,10 @@ class Worker:
     """``fn(*args, note=..., **kwargs)`` running in a child process; ``wait_for`` its notes, ``result()`` its
     value."""
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], *args: Any, background: bool = False, **kwargs: Any) -> None:
+        """``background``: a thread of this process receives the worker's messages as they come, so the worker
+        never waits on a full pipe (a note larger than its 64 KiB) while this process is busy; until the worker
+        ends this process runs that thread, so it forks nothing meanwhile (``can_fork`` says no)."""
         context = multiprocessing.get_context("fork")
         self._conn, child_end = context.Pipe(duplex=False)
         self._process = context.Process(target=_child, args=(child_end, fn, args, kwargs), name="persondet-worker")
@@ -50,6 +54,10 @@ class Worker:
         child_end.close()  # the child holds the only writer: its exit ends our reads
         self.notes: dict[str, Any] = {}
         self._done: tuple | None = None
+        self._inbox: queue.SimpleQueue | None = None
+        if background:
+            self._inbox = queue.SimpleQueue()
+            threading.Thread(target=self._receive_all, name="persondet-worker-inbox", daemon=True).start()
 
     def __enter__(self) -> "Worker":
         return self
@@ -82,9 +90,19 @@ class Worker:
         self._process.join()
         self._conn.close()
 
+    def _receive_all(self) -> None:
+        """The background thread: every message into the inbox, then None at the end of the pipe."""
+        try:
+            while True:
+                self._inbox.put(self._conn.recv())
+        except Exception:  # noqa: BLE001 - EOF, a closed pipe, a message that does not unpickle: the end
+            self._inbox.put(None)
+
     def _receive(self) -> None:
         try:
-            message = self._conn.recv()
+            message = self._conn.recv() if self._inbox is None else self._inbox.get()
+            if message is None:
+                raise EOFError
         except EOFError:  # the worker died without a word: killed (out of memory?) or crashed in C
             self._process.join()
             self._done = ("crash", f"it ended with exit status {self._process.exitcode} and no result")

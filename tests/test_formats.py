@@ -19,7 +19,7 @@ from persondet.formats.imagesize import ImageHeaderError, image_size
 from persondet.datasets import image_path, recorded_roots
 from persondet.formats.paths import safe_relative_path
 from persondet.formats.merge import SourceSet, merge, write_dataset
-from persondet.stats import BOX_COLOURS, dataset_stats, draw_checks, relative_sizes, stats_markdown
+from persondet.stats import BOX_COLOURS, dataset_stats, describe, draw_checks, relative_sizes, stats_markdown
 
 COCO_TINY = fx.SHARED_DATA / "coco-tiny"
 TESTG100 = fx.SHARED_DATA / "cuhk-sysu-real" / "TestG100.mat"
@@ -455,9 +455,10 @@ def test_safe_relative_path_keeps_names_under_the_root(name):
     ("C:a.jpg", "absolute path"), ("", "not a file name"), (" ", "not a file name"), (7, "not a file name"),
     ("a\x00.jpg", "NUL byte"),
 ])
-def test_safe_relative_path_refuses_names_that_leave_the_root(name, match):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_safe_relative_path_refuses_names_that_leave_the_root(name, match, lazy):
     with pytest.raises(PersondetError, match=match) as info:
-        safe_relative_path(name, "f.json: image 1")
+        safe_relative_path(name, (lambda: "f.json: image 1") if lazy else "f.json: image 1")
     assert str(info.value).startswith("f.json: image 1: file_name ")
 
 
@@ -613,7 +614,7 @@ def test_stats_count_ignore_regions_apart_from_persons(tmp_path):
 
 
 def test_stats_classify_every_flag_combination_by_the_person_box_rule():
-    """relative_sizes and dataset_stats skip the rule for boxes with no flag set: what they count must still be
+    """relative_sizes and dataset_stats (describe's one pass) count by the rule: what they count must be
     what is_person_box / box_kind say, for flags missing, false, true or oddly typed, nested or not."""
     from itertools import product
 
@@ -634,9 +635,10 @@ def test_stats_classify_every_flag_combination_by_the_person_box_rule():
     assert sizes == {"coco": [a["bbox"][2] * 2 / 5000 for a in persons if a["image_id"] == 1],
                      "cuhk": [a["bbox"][2] * 2 / 1200 for a in persons if a["image_id"] == 2]}
     kinds = [box_kind(a) for a in anns]
-    merged = dataset_stats(dataset, sizes)["merged"]
+    merged = dataset_stats(dataset)["merged"]
     assert (merged["objects"], merged["crowd_regions"], merged["ignore_regions"]) == (
         len(persons), kinds.count("crowd"), kinds.count("ignore"))
+    assert describe(dataset) == (sizes, dataset_stats(dataset))  # prepare's one pass: both halves
     assert 0 < len(persons) < len(anns) and kinds.count("ignore") > 0
 
 

@@ -65,13 +65,15 @@ def _workers(stdout: str) -> tuple[str, list[tuple[str, str]]]:
     return main, re.findall(r"^WORKER (\w+) FROM (\d+)$", stdout, re.M)
 
 
-def test_first_source_error_wins_when_both_are_bad(tmp_path):
+@pytest.mark.parametrize("coco_case", ["malformed_json", "missing_images"])
+def test_first_source_error_wins_when_both_are_bad(tmp_path, coco_case):
     """Both sources bad, read at the same time in two processes: the error is the first source's (COCO), as
-    when they are read one after the other."""
+    when they are read one after the other; also when it is found by the check of COCO's image files, which
+    the main process runs while the worker merges."""
     from test_prepare import _break
 
     coco, cuhk = fx.make_coco_tree(tmp_path / "coco"), fx.make_cuhk_tree(tmp_path / "cuhk")
-    _, coco_error = _break("malformed_json", coco, cuhk)
+    _, coco_error = _break(coco_case, coco, cuhk)
     _, cuhk_error = _break("truncated_mat", coco, cuhk)
     proc = _run(["--coco-root", str(coco), "--cuhk-root", str(cuhk)], tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -81,10 +83,12 @@ def test_first_source_error_wins_when_both_are_bad(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("case", ["malformed_json", "unreadable_image", "nan_person_idlocate"])
+@pytest.mark.parametrize("case", ["malformed_json", "missing_images", "empty_coco_image", "unreadable_image",
+                                  "nan_person_idlocate"])
 def test_worker_error_is_one_line_and_nothing_is_written(tmp_path, case):
-    """A bad first source (COCO) or second (CUHK-SYSU, read in a worker of its own meanwhile): the worker's
-    error is the same one line, exit status 2, no output, no temporary folder, no tracking store."""
+    """A bad first source (COCO; its image files checked by the main process) or second (CUHK-SYSU, read in a
+    worker of its own meanwhile): the error is the same one line, exit status 2, no output, no temporary
+    folder, no tracking store."""
     from test_prepare import _break
 
     coco, cuhk = fx.make_coco_tree(tmp_path / "coco"), fx.make_cuhk_tree(tmp_path / "cuhk")
@@ -122,6 +126,11 @@ WORKER_CASES = textwrap.dedent("""
         note("started")
         time.sleep(60)
 
+    def big_note(marker, note):
+        note("big", "x" * 1_000_000)  # far more than a pipe holds
+        open(marker, "w").close()
+        return "done"
+
     out = {"can_fork": can_fork()}
     with Worker(value, 2, b=3) as w:
         out["note"], out["value"] = w.wait_for("half"), w.result()
@@ -137,6 +146,18 @@ WORKER_CASES = textwrap.dedent("""
         w.wait_for("started")
     out["stopped_in"] = time.monotonic() - start
     out["missing_note"] = Worker(value, 1).wait_for("never")
+    with Worker(big_note, "sent-marker", background=True) as w:  # this process busy, not reading: the worker
+        for _ in range(200):                                     # goes on all the same
+            if os.path.exists("sent-marker"):
+                break
+            time.sleep(0.05)
+        out["went_on"] = os.path.exists("sent-marker")
+        out["big"], out["big_result"] = len(w.wait_for("big")), w.result()
+    with Worker(dies, background=True) as w:
+        try:
+            w.result()
+        except Exception as exc:
+            out["died_background"] = str(exc)
     print(json.dumps(out))
 """)
 
@@ -153,3 +174,5 @@ def test_worker_hands_back_notes_values_and_errors(tmp_path):
     assert out["died"][:2] == ["RuntimeError", False] and "exit status 3" in out["died"][2]
     assert out["stopped_in"] < 10  # leaving the block stops a worker still running
     assert out["missing_note"] is None
+    assert out["went_on"] and out["big"] == 1_000_000 and out["big_result"] == "done"  # background=True
+    assert "exit status 3" in out["died_background"]

@@ -283,7 +283,7 @@ def _index_images(images: list[CocoImage], path: Path) -> dict[int, CocoImage]:
     if len(index) != len(images):
         _check_unique_ids([im.id for im in images], "image", path)
     for im in images:
-        safe_relative_path(im.file_name, f"{path}: image {im.id}")
+        safe_relative_path(im.file_name, lambda: f"{path}: image {im.id}")
     return index
 
 

@@ -6,6 +6,7 @@ and a missing, empty or unreadable image is found by ``prepare``, not later by t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -46,3 +47,16 @@ def _progress(items: Sequence, desc: str):
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="file", leave=False, mininterval=1.0, disable=len(items) < 1000 or None)
+
+
+@dataclass(frozen=True)
+class ImageFilesCheck:
+    """Image files a reader listed without opening them (their sizes come from its annotation file), to be
+    checked present and readable by ``run()`` (``image_sizes``): ``prepare`` runs it beside the merge."""
+
+    directory: Path
+    names: list[str]
+    listed_in: Path
+
+    def run(self) -> None:
+        image_sizes(self.directory, self.names, self.listed_in)
