@@ -556,6 +556,45 @@ def test_merge_ids_names_roots_and_pycocotools(tmp_path):
     assert merge(_sources(tmp_path), "coco+cuhk")["persondet"]["digest"] == meta["digest"]
 
 
+def test_merge_in_place_gives_the_same_set_and_digests(tmp_path):
+    """prepare's merge (``consume``) renumbers annotations built by person_annotation in place: the set it
+    gives, key order included, and its digests are those of the copying merge; records of another form are
+    still copied into the template."""
+    import copy
+
+    import msgspec
+
+    from persondet.formats.merge import person_annotation
+
+    def sources():
+        coco, cuhk_set = _sources(tmp_path)
+        coco.annotations = [person_annotation(a["id"], a["image_id"], a["bbox"], a["area"], a["iscrowd"])
+                            for a in coco.annotations]
+        coco.prepared_form = True
+        return [coco, cuhk_set]
+
+    copied = merge(sources(), "coco+cuhk")
+    given = sources()
+    kept = copy.deepcopy(given)
+    consumed = merge(given, "coco+cuhk", consume=True)
+    assert msgspec.json.encode(consumed) == msgspec.json.encode(copied)  # same bytes: same keys, same order
+    assert consumed["annotations"][0] is given[0].annotations[0]  # renumbered in place
+    assert consumed["annotations"][2] is not given[1].annotations[0]  # not in the prepared form: copied
+    assert consumed["persondet"]["digest"] == merge(kept, "coco+cuhk")["persondet"]["digest"]
+
+
+def test_prepare_readers_build_annotations_in_the_prepared_form(tmp_path):
+    """The COCO and CUHK-SYSU sources say ``prepared_form``: every annotation has the template's keys, in order."""
+    from persondet.formats.merge import _ANNOTATION
+    from persondet.prepare import read_coco_source, read_cuhk_source
+
+    coco, _ = read_coco_source(fx.make_coco_tree(tmp_path / "coco"))
+    cuhk_set, _ = read_cuhk_source(fx.make_cuhk_tree(tmp_path / "cuhk"))
+    for source in (coco, cuhk_set):
+        assert source.prepared_form and source.annotations
+        assert {tuple(a) for a in source.annotations} == {tuple(_ANNOTATION)}, source.name
+
+
 def test_stats_exclude_crowd_and_average_relative_size(tmp_path):
     stats = dataset_stats(merge(_sources(tmp_path), "coco+cuhk"))
     assert stats["coco"] == {"images": 1, "objects": 1, "avg_rel_size": 100 / 5000, "crowd_regions": 1,

@@ -20,7 +20,7 @@ import contextlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 import numpy as np
@@ -93,8 +93,16 @@ class CocoPersons:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def read_coco_persons(path: str | Path, category_name: str = "person") -> CocoPersons:
+def _plain_annotation(ann_id: int, image_id: int, bbox: list[float], area: float, iscrowd: int) -> dict:
+    return {"id": ann_id, "image_id": image_id, "bbox": bbox, "area": area, "iscrowd": iscrowd}
+
+
+def read_coco_persons(path: str | Path, category_name: str = "person",
+                      annotation: Callable[[int, int, list[float], float, int], dict] = _plain_annotation
+                      ) -> CocoPersons:
     """Person annotations (boxes checked, clipped) and the images that hold them; other images counted.
+    ``annotation(id, image_id, bbox, area, iscrowd)`` builds each annotation's record (by default a dict of
+    those five keys; ``prepare`` builds them in the prepared set's form, ``merge.person_annotation``).
 
     The file is decoded in pieces (``formats.json_chunks``: memory holds a block of the file, not all of
     it) when its layout allows, else whole; both give the same result, and any fault in the file is
@@ -117,10 +125,8 @@ def read_coco_persons(path: str | Path, category_name: str = "person") -> CocoPe
     area = np.where(np.isnan(area), box_area, np.where(clipped_now, np.minimum(area, box_area), area))
     index = np.flatnonzero(kept)
     crowd = rows.crowd[index]
-    annotations = [{"id": ann_id, "image_id": image_id, "bbox": box, "area": a, "iscrowd": c}
-                   for ann_id, image_id, box, a, c in zip(rows.ids[index].tolist(), rows.image_ids[index].tolist(),
-                                                          clipped[index].tolist(), area[index].tolist(),
-                                                          crowd.tolist())]
+    annotations = list(map(annotation, rows.ids[index].tolist(), rows.image_ids[index].tolist(),
+                           clipped[index].tolist(), area[index].tolist(), crowd.tolist()))
     with_persons = set(rows.image_ids[index].tolist())
     kept_images = [{"id": im.id, "file_name": im.file_name, "width": im.width, "height": im.height}
                    for im in rows.images if im.id in with_persons]

@@ -23,7 +23,7 @@ from persondet.datasets import CUHK_SPLITS
 from persondet.formats.boxes import MAX_COORDINATE, box_is_sane, clip_boxes, first_insane
 from persondet.formats.matlab import (MatFormatError, load_mat, mat_int, mat_str, plain_ints, plain_rows, plain_strings,
                                       struct_columns, struct_field, struct_items)
-from persondet.formats.merge import PERSON_CATEGORY
+from persondet.formats.merge import PERSON_CATEGORY, person_annotation
 
 IMAGE_DIR = "Image/SSM"
 ANNOTATION_DIR = "annotation"
@@ -309,7 +309,8 @@ def cuhk_to_coco(images: CuhkScenes | Iterable[CuhkImage], sizes: Mapping[str, t
     Boxes follow ``formats.boxes``: empty ones dropped (``dropped_boxes``, an empty ``idlocate`` too),
     the others clipped to the image (``clipped_boxes``) or dropped when outside it (``outside_boxes``).
     ``file_name`` is relative to the CUHK-SYSU root.  Images left without boxes are counted and left out.
-    ``source`` (the file the images were read from) starts error messages.
+    Annotations are in the prepared set's form (``merge.person_annotation``).  ``source`` (the file the
+    images were read from) starts error messages.
     """
     scenes = images if isinstance(images, CuhkScenes) else CuhkScenes.of(images)
     identities = identities or {}
@@ -333,8 +334,7 @@ def cuhk_to_coco(images: CuhkScenes | Iterable[CuhkImage], sizes: Mapping[str, t
         person_ids = list(map(identities.get, zip(box_images, keys), repeat(-1)))
     else:
         person_ids = [-1] * len(index)
-    out_annotations = [{"id": n, "image_id": image_id, "bbox": box, "area": box[2] * box[3], "iscrowd": 0,
-                        "person_id": person_id, "ishard": int(ishard)}
+    out_annotations = [person_annotation(n, image_id, box, box[2] * box[3], 0, 0, person_id, int(ishard))
                        for n, image_id, box, person_id, ishard in
                        zip(range(1, len(index) + 1), new_ids[owner[index]].tolist(), clipped[index].tolist(),
                            person_ids, scenes.ishard[index].tolist())]

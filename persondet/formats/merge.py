@@ -27,8 +27,19 @@ from persondet.errors import PersondetError
 from persondet.formats.imagefiles import ImageFilesCheck
 
 PERSON_CATEGORY = {"id": 1, "name": "person", "supercategory": "person"}
-_ANNOTATION = {"id": 0, "image_id": 0, "category_id": 0, "bbox": None, "area": 0.0, "iscrowd": 0, "ignore": 0,
-               "person_id": -1, "ishard": 0}
+_PERSON_ID = PERSON_CATEGORY["id"]
+
+
+def person_annotation(ann_id: int, image_id: int, bbox: list[float], area: float, iscrowd: int = 0,
+                      ignore: int = 0, person_id: int = -1, ishard: int = 0) -> dict:
+    """An annotation in the prepared set's form: its keys in their order, its defaults (module docstring).
+    A reader that builds every annotation with it says so (``SourceSet.prepared_form``), and ``merge``
+    then renumbers them in place instead of building each again (0.1 s for COCO train2017's persons)."""
+    return {"id": ann_id, "image_id": image_id, "category_id": _PERSON_ID, "bbox": bbox, "area": area, "iscrowd": iscrowd,
+            "ignore": ignore, "person_id": person_id, "ishard": ishard}
+
+
+_ANNOTATION = person_annotation(0, 0, None, 0.0)
 
 
 @dataclass
@@ -42,13 +53,18 @@ class SourceSet:
     # image files the reader listed without opening them: the caller checks them (prepare, beside the merge)
     image_check: ImageFilesCheck | None = None
     digest: str | None = None  # records_digest(self) when the reading process computed it, else None
+    prepared_form: bool = False  # every annotation was built by person_annotation (merge may renumber it in place)
 
 
-def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all") -> dict:
-    """One COCO dict with the ``persondet`` key (mix, roots, cuhk_split, digest, source_digests)."""
+def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all", consume: bool = False) -> dict:
+    """One COCO dict with the ``persondet`` key (mix, roots, cuhk_split, digest, source_digests).
+
+    ``consume``: the caller gives the sources up, so annotations in the prepared form are renumbered in place
+    and become the merged set's (the sources' records change); else every record is copied."""
     names = [s.name for s in sources]
     if len(set(names)) != len(names) or any("/" in n or not n for n in names):
         raise PersondetError(f"source names must be unique and without '/': {names}")
+    digests = {s.name: s.digest or records_digest(s) for s in sources}  # of the records as read: before renumbering
     images, annotations = [], []
     category = PERSON_CATEGORY["id"]
     for source in sources:
@@ -59,17 +75,17 @@ def merge(sources: Sequence[SourceSet], mix: str, cuhk_split: str = "all") -> di
             images.append({"id": number, "file_name": prefix + image["file_name"], "width": image["width"],
                            "height": image["height"], "source": name, "original_file_name": original})
         new_id, append = new_ids.get, annotations.append
+        in_place = consume and source.prepared_form
         for number, ann in enumerate(source.annotations, start=len(annotations) + 1):
             image_id = new_id(ann["image_id"])
             if image_id is None:
                 raise PersondetError(f"{name}: annotation {ann.get('id')} refers to an image not kept")
             # the template fixes the key order and the defaults; the source's values, then the new ids, win
-            merged = _ANNOTATION | ann
+            merged = ann if in_place else _ANNOTATION | ann
             merged["id"], merged["image_id"], merged["category_id"] = number, image_id, category
             append(merged)
     dataset = {"info": {"description": f"persondet prepared set ({mix})"},
                "categories": [dict(PERSON_CATEGORY)], "images": images, "annotations": annotations}
-    digests = {s.name: s.digest or records_digest(s) for s in sources}
     dataset["persondet"] = {"mix": mix, "roots": {s.name: str(Path(s.root).resolve()) for s in sources},
                             "cuhk_split": cuhk_split, "digest": _sha256(list(digests.items())),
                             "source_digests": digests}
