@@ -63,10 +63,9 @@ def prepare(config: PrepareConfig, *, worker: bool | None = None) -> PrepareResu
 
     ``worker``: read and write the outputs in a forked worker process (``persondet.worker``) while this
     process imports MLflow, checks the first source's image files, draws the size histogram and opens the
-    store; None (the default) does so when
-    MLflow is not imported yet (the one case with something to overlap) and no other thread runs
-    (``worker.can_fork``).  Either way the outputs are the same, and no run is started before every input
-    is read and checked.
+    store; None (the default) does so when MLflow is not imported yet (the one case with something to
+    overlap) and no other thread runs (``worker.can_fork``).  Either way the outputs are the same, and no
+    run is started before every input is read and checked.
     """
     mix = mix_name(config.mix)
     roots = resolve_roots(config)
@@ -141,8 +140,8 @@ def build_outputs(config: PrepareConfig, mix: str, roots: dict[str, Path], paren
     (the output folder's parent, so the finished folder is renamed into place; None: the system's temporary
     folder).  ``in_worker`` (prepare's worker process): the sources after the first are read in worker
     processes of their own meanwhile, and the first source's image check is handed to the caller,
-    ``note("check", check)`` (``_read_sources``).  ``plot=False`` leaves the size histogram to the caller: ``note("plot", (stage, sizes))`` before
-    the other files are written."""
+    ``note("check", check)`` (``_read_sources``).  ``plot=False`` leaves the size histogram to the caller:
+    ``note("plot", (stage, sizes))`` before the other files are written."""
     with _cyclic_gc_paused():
         sources, counts = _read_sources(roots, config, concurrent=in_worker, hand_over=note if in_worker else None)
         dataset = merge(sources, mix, config.cuhk_split, consume=True)
@@ -189,8 +188,8 @@ def _read_sources(roots: dict[str, Path], config: PrepareConfig, concurrent: boo
                                    prepared_form=prepared_form)  # msgpack keeps the keys' order
             else:
                 source, counts[name] = SOURCES[name].read(roots[name], config)
-                if source.image_check is not None and hand_over is not None and not sources:
-                    hand_over("check", source.image_check)
+                if hand_over is not None and not sources:
+                    hand_over("check", source.image_check)  # None too: the caller waits for this note
                 elif source.image_check is not None:
                     source.image_check.run()
             sources.append(source)
@@ -199,9 +198,10 @@ def _read_sources(roots: dict[str, Path], config: PrepareConfig, concurrent: boo
 
 def _read_source(name: str, root: Path, config: PrepareConfig, note: Callable[..., None]) -> tuple:
     """One source read in a worker process (``_read_sources``): (its root, its images and annotations as
-    msgpack, its counts, their digest, whether they are in the prepared form).  msgpack costs half of what pickle does for these records (0.17 s
-    against 0.34 s to send and take CUHK-SYSU's at full scale); the records are plain JSON values, so they
-    come back equal.  The digest is taken here, beside the other reading (``merge.records_digest``)."""
+    msgpack, its counts, their digest, whether they are in the prepared form).  msgpack costs half of what
+    pickle does for these records (0.17 s against 0.34 s to send and take CUHK-SYSU's at full scale); the
+    records are plain JSON values, so they come back equal, keys in order.  The digest is taken here,
+    beside the other reading (``merge.records_digest``); a check the reader left is run here too."""
     with _cyclic_gc_paused():
         source, counts = SOURCES[name].read(root, config)
         if source.image_check is not None:

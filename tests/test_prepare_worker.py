@@ -176,3 +176,27 @@ def test_worker_hands_back_notes_values_and_errors(tmp_path):
     assert out["missing_note"] is None
     assert out["went_on"] and out["big"] == 1_000_000 and out["big_result"] == "done"  # background=True
     assert "exit status 3" in out["died_background"]
+
+
+def test_build_outputs_hands_the_first_sources_image_check_to_the_caller(tmp_path):
+    """In prepare's worker the first source's image check goes to the main process as the "check" note,
+    before "plot"; a first source without one sends None, so the main process never waits for the worker's
+    end to learn that there is nothing to check."""
+    from persondet.formats.imagefiles import ImageFilesCheck
+    from persondet.prepare import build_outputs, resolve_roots
+
+    roots = {"coco_root": str(fx.make_coco_tree(tmp_path / "coco")),
+             "cuhk_root": str(fx.make_cuhk_tree(tmp_path / "cuhk"))}
+    for mix in ("coco", "cuhk"):
+        notes = []
+        config = PrepareConfig(mix=mix, **roots)
+        build_outputs(config, mix, resolve_roots(config), tmp_path / "out" / mix, plot=False, in_worker=True,
+                      note=lambda key, value=None: notes.append((key, value)))
+        assert [key for key, _ in notes] == ["check", "plot"], mix
+        check = notes[0][1]
+        if mix == "coco":
+            assert isinstance(check, ImageFilesCheck) and sorted(check.names) == ["000000000001.jpg",
+                                                                                 "000000000002.jpg"]
+            check.run()  # the images are there
+        else:
+            assert check is None

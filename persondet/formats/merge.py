@@ -35,8 +35,8 @@ def person_annotation(ann_id: int, image_id: int, bbox: list[float], area: float
     """An annotation in the prepared set's form: its keys in their order, its defaults (module docstring).
     A reader that builds every annotation with it says so (``SourceSet.prepared_form``), and ``merge``
     then renumbers them in place instead of building each again (0.1 s for COCO train2017's persons)."""
-    return {"id": ann_id, "image_id": image_id, "category_id": _PERSON_ID, "bbox": bbox, "area": area, "iscrowd": iscrowd,
-            "ignore": ignore, "person_id": person_id, "ishard": ishard}
+    return {"id": ann_id, "image_id": image_id, "category_id": _PERSON_ID, "bbox": bbox, "area": area,
+            "iscrowd": iscrowd, "ignore": ignore, "person_id": person_id, "ishard": ishard}
 
 
 _ANNOTATION = person_annotation(0, 0, None, 0.0)
