@@ -19,7 +19,7 @@ from persondet.datasets import image_path, is_person_box, recorded_roots
 
 def describe(dataset: dict) -> tuple[dict[str, list[float]], dict[str, dict]]:
     """(``relative_sizes(dataset)``, ``dataset_stats(dataset)``) in one pass over the annotations (prepare's
-    0.36 M at full scale: a second pass cost 0.1 s)."""
+    0.36 M at full scale: two passes took 0.27 s, one takes 0.21 s)."""
     image_info = {im["id"]: (im.get("source", "coco"), im["width"] * im["height"]) for im in dataset["images"]}
     sizes: dict[str, list[float]] = {name: [] for name in recorded_roots(dataset) or {}}
     for source, _ in image_info.values():
