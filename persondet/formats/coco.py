@@ -171,6 +171,14 @@ def _columns(persons: list[CocoAnnotation]) -> tuple[np.ndarray, ...]:
             np.array([a.area for a in persons], dtype=np.float64).reshape(n))
 
 
+def _decode_boxes(persons: list[CocoAnnotation]) -> np.ndarray:
+    """(n, 4) float64 boxes from the raw ``bbox`` JSON of the annotations, decoded in one call; msgspec's
+    error when one is not [x, y, w, h] in numbers."""
+    n = len(persons)
+    decoded = _BOXES.decode(b"[" + b",".join(a.bbox for a in persons) + b"]")
+    return np.fromiter(itertools.chain.from_iterable(decoded), np.float64, count=4 * n).reshape(n, 4)
+
+
 def _person_rows_in_pieces(path: Path, category_name: str) -> _PersonRows | None:
     """The file decoded in pieces (``formats.json_chunks``); None when its layout does not allow it or it
     has a fault (the whole decoding then reports it)."""
@@ -186,12 +194,10 @@ def _person_rows_in_pieces(path: Path, category_name: str) -> _PersonRows | None
         if any(len(a.bbox) == 0 for a in persons):
             raise NoFit  # a person without a bbox: the whole decoding names it
         try:
-            boxes = _BOXES.decode(b"[" + b",".join(a.bbox for a in persons) + b"]")
+            boxes = _decode_boxes(persons)
         except msgspec.MsgspecError:
             raise NoFit from None
-        n = len(persons)
-        pieces.append((*_columns(persons),
-                       np.fromiter(itertools.chain.from_iterable(boxes), np.float64, count=4 * n).reshape(n, 4)))
+        pieces.append((*_columns(persons), boxes))
 
     rest = decode_member_in_pieces(path, "annotations", _ANNOTATIONS, take)
     if rest is None:
@@ -323,7 +329,7 @@ def _person_boxes(persons: list[CocoAnnotation], images: dict[int, CocoImage],
     sizes = np.stack([np.fromiter((im.width for im in owners), np.float64, count=n),
                       np.fromiter((im.height for im in owners), np.float64, count=n)], axis=1)
     try:
-        decoded = _BOXES.decode(b"[" + b",".join(a.bbox for a in persons) + b"]")
+        boxes = _decode_boxes(persons)
     except (msgspec.ValidationError, msgspec.DecodeError):
         for ann in persons:  # error path: find the first bad box
             try:
@@ -333,7 +339,6 @@ def _person_boxes(persons: list[CocoAnnotation], images: dict[int, CocoImage],
                                       f"{bytes(ann.bbox)[:60].decode(errors='replace')} is not [x, y, w, h] in "
                                       f"finite numbers ({exc})") from None
         raise
-    boxes = np.fromiter(itertools.chain.from_iterable(decoded), np.float64, count=4 * n).reshape(n, 4)
     bad = first_insane(boxes)
     if bad is not None:
         ann = persons[bad]

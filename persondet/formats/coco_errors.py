@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from persondet.formats.json_chunks import decode_leading
+
 
 class _Entry(msgspec.Struct, gc=False):
     id: Any = None
@@ -85,13 +87,9 @@ def _entry_around(data: bytes, pos: int, limit: int = 1 << 24) -> str | None:
         # non-finite tokens become numbers of the same length, so msgspec's byte offsets stay true
         window = _NON_FINITE_TOKEN.sub(lambda m: b"0." + b"0" * (len(m.group()) - 2), data[start:start + limit])
         try:
-            obj = msgspec.json.decode(window)
-        except msgspec.DecodeError as exc:  # the object ends just before the "trailing characters"
-            stop = re.search(r"trailing characters \(byte (\d+)\)", str(exc))
-            try:
-                obj = msgspec.json.decode(window[:int(stop.group(1)) - 1]) if stop else None
-            except msgspec.DecodeError:
-                return None
+            obj = decode_leading(window, msgspec.json.decode)
+        except msgspec.DecodeError:
+            obj = None
         if isinstance(obj, dict) and "id" in obj:
             kind = "annotation" if "image_id" in obj else "image" if "file_name" in obj else "entry"
             return f"{kind} {obj['id']}"

@@ -18,7 +18,7 @@ names any error precisely.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Any, Callable
 
 import msgspec
 
@@ -58,17 +58,21 @@ def find_array(data: bytes, key: str, decoder: msgspec.json.Decoder, last: bool 
         return None
     start = matches[-1 if last else 0].end() - 1
     try:
-        return decoder.decode(data[start:])
-    except msgspec.DecodeError as exc:
-        end = _trailing_at(exc)
-        if end is None:
-            return None
-        try:
-            return decoder.decode(data[start:start + end])
-        except msgspec.MsgspecError:
-            return None
+        return decode_leading(data[start:], decoder.decode)
     except msgspec.MsgspecError:
         return None
+
+
+def decode_leading(data, decode: Callable[[bytes], Any]) -> Any:
+    """``decode`` the JSON value ``data`` starts with, ignoring what follows it (msgspec reports those
+    trailing characters at the byte where the value ends); msgspec's error when there is no such value."""
+    try:
+        return decode(data)
+    except msgspec.DecodeError as exc:
+        end = trailing_at(exc)
+        if end is None:
+            raise
+        return decode(data[:end])
 
 
 def _read_head(f, key: str, block: int) -> tuple[bytes, bytearray]:
@@ -135,7 +139,7 @@ def _array_end(piece: memoryview, decoder: msgspec.json.Decoder, on_piece) -> in
     try:
         entries = decoder.decode(piece)
     except msgspec.DecodeError as exc:
-        end = _trailing_at(exc)
+        end = trailing_at(exc)
         if end is None:
             raise NoFit from None
         try:
@@ -166,7 +170,7 @@ def _member(key: str) -> re.Pattern:
     return re.compile(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*\[')
 
 
-def _trailing_at(exc: msgspec.DecodeError) -> int | None:
+def trailing_at(exc: msgspec.DecodeError) -> int | None:
     """The offset of the first trailing character (msgspec counts the byte it stopped after)."""
     match = _TRAILING.search(str(exc))
     return int(match.group(1)) - 1 if match else None
