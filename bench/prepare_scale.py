@@ -11,6 +11,12 @@ measurement times the image-header reads prepare makes (every kept image) with p
 and with ``PIL.Image.open(path).size``.  Goal (issue 15 point 7): prepare in at most 0.25x the time of
 the COCO load alone, in at most 0.3x its peak memory.
 
+A fourth measurement times the floor (``FLOOR``): the library work prepare cannot do without (importing
+MLflow and opening its store, importing matplotlib, loading the .mat files with scipy, decoding the COCO
+file with msgspec, reading the image headers), each step alone in one fresh process.  Its CPU time divided
+by the machine's cores is the least wall time any prepare could take here; prepare's CPU time beyond it is
+persondet's own work.
+
 A second prepare adds the two newer sources at their real sizes (issue 13 point 5): CrowdHuman's 15,000
 train images with about 340,000 person boxes (``.odgt``) and CityPersons' 2,975 train images (``.mat``),
 mix ``coco+cuhk+citypersons+crowdhuman``.  Goal: still faster than the COCO load alone, at most 0.5x its
@@ -78,6 +84,37 @@ _CHILD = textwrap.dedent("""
                 if key in stages:
                     stages[key] += cumulative
             extra = {"stages": stages}
+    elif task == "floor":  # the library work prepare cannot do without, alone and in turn (FLOOR)
+        import gc
+        gc.disable()  # as prepare has it while it imports and reads
+        from persondet.formats.coco import load_instances
+        from persondet.formats.imagesize import image_size
+
+        def tracking():
+            import mlflow
+            mlflow.MlflowClient().get_experiment_by_name("persondet")  # opens the SQLite store
+
+        def plotting():
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+
+        def matlab():
+            import scipy.io
+            for name in ("Images.mat", "Person.mat"):
+                scipy.io.loadmat(os.path.join(args["cuhk_annotation"], name))
+
+        paths = [line for line in open(args["list"]).read().splitlines() if line]
+        work = {"tracking": tracking, "plotting": plotting, "matlab": matlab,
+                "coco": lambda: load_instances(args["annotation_file"]),
+                "headers": lambda: [image_size(p) for p in paths]}
+        t0, c0 = time.perf_counter(), cpu()
+        steps = {}
+        for key, step in work.items():
+            wall, used = time.perf_counter(), cpu()
+            step()
+            steps[key] = [time.perf_counter() - wall, cpu() - used]
+        extra = {"steps": steps}
     else:  # image_headers: every file prepare reads, with persondet's parser and with PIL
         from PIL import Image
         from persondet.formats.imagesize import image_size
@@ -100,6 +137,16 @@ _CHILD = textwrap.dedent("""
                                   "peak_mb": peak_kb / 1024, **extra}))
 """)
 TIME_GOAL, MEMORY_GOAL = 0.25, 0.3
+# The floor: what prepare cannot do without, each a library call (or the header reads, 12x faster than PIL's),
+# timed alone in one fresh process.  Spread perfectly over every core of the machine with nothing else to do,
+# it still takes sum(CPU) / cores: no prepare on this machine can be faster than that.
+FLOOR = [
+    ("tracking", "`import mlflow` and the SQLite store opened (`MlflowClient().get_experiment_by_name`)"),
+    ("plotting", "`import matplotlib.pyplot` (Agg) for the size histogram"),
+    ("matlab", "`import scipy.io`, `loadmat` of CUHK-SYSU's Images.mat and Person.mat"),
+    ("coco", "COCO json read and decoded by msgspec into the typed structs (whole file, polygons skipped)"),
+    ("headers", "image headers of the COCO images with persons and the CUHK-SYSU scenes"),
+]
 FOUR_TIME_GOAL, FOUR_MEMORY_GOAL = 1.0, 0.5  # issue 13: beats the COCO load at <= 1/2 its memory
 # Where prepare's time goes: functions profiled by (file name, function name); a stage that a later
 # version renames or moves shows 0.0.
@@ -302,6 +349,8 @@ def main(argv=None) -> None:
                 runs["headers"] = [measure("image_headers", {"list": str(listing)}, Path(tmp), env)]
                 runs["profile"] = [measure("prepare_profile", {"roots": roots, "stages": [key for key, _ in STAGES]},
                                            Path(tmp), env)]
+                runs["floor"] = [measure("floor", {"list": str(listing), "annotation_file": str(annotation_file),
+                                                   "cuhk_annotation": str(cuhk_root / "annotation")}, Path(tmp), env)]
 
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
     peak = {k: max(r["peak_mb"] for r in v) for k, v in runs.items()}
@@ -335,6 +384,8 @@ def main(argv=None) -> None:
              "Python-heavy parts more than C calls; nested rows are included in the rows above them):\n\n" + _common.markdown_table(
                  ["stage", "function", "cumulative (s)", "share of prepare"],
                  [[label, f"`{key}`", f"{profile[key]:.2f}", f"{profile[key] / whole:.0%}"] for key, label in STAGES])
+    floor_table, floor_note = floor_summary(best["floor"]["steps"], best["prepare"], best["coco_load"]["seconds"])
+    table += "\n\n" + floor_table
     if args.compare:
         table += "\n\n" + compare_table(args.compare, best, peak, time_ratio, mem_ratio)
     niceness = os.nice(0)
@@ -355,6 +406,7 @@ def main(argv=None) -> None:
              f"memory ratio {mem_ratio:.2f}; CPU-time ratio {cpu_ratio:.2f}). Absolute times vary with the "
              "machine's load (see the load average); the ratios come from the same run, and the CPU-time ratio "
              "moves least with the load.")
+    notes += "\n\n" + floor_note
     notes += (f"\n\n**Goal** (issue 13: prepare of {FOUR} faster than the COCO load alone, at most "
               f"{FOUR_MEMORY_GOAL}x its peak memory): {'met' if four_goal else 'NOT met'} (time ratio {four_time:.2f}, "
               f"memory ratio {four_mem:.2f}; CPU-time ratio {four_cpu:.2f}).")
@@ -362,6 +414,29 @@ def main(argv=None) -> None:
     print(table)
     print(notes)
     print(f"written: {out}")
+
+
+def floor_summary(steps: dict, prepare: dict, anchor_seconds: float) -> tuple[str, str]:
+    """The floor's table (each step's wall and CPU time, their sum, the least wall time on this machine's
+    cores) and a note setting it beside the goal and beside prepare's own work (its CPU time beyond it)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    total = sum(cpu for _, cpu in steps.values())
+    least = total / cores
+    rows = [[label, f"{steps[key][0]:.2f}", f"{steps[key][1]:.2f}"] for key, label in FLOOR]
+    rows.append(["**sum: the floor's CPU time**", f"{sum(w for w, _ in steps.values()):.2f}", f"{total:.2f}"])
+    rows.append([f"least wall time on {cores} cores (CPU / cores), ratio to the anchor", "",
+                 f"{least:.2f} s = {least / anchor_seconds:.2f}x"])
+    table = ("The floor: the library work prepare cannot do without, each step alone in one fresh process "
+             "(cyclic GC off, as prepare has it):\n\n"
+             + _common.markdown_table(["step", "wall (s)", "CPU (s)"], rows))
+    own = prepare["cpu_seconds"] - total
+    note = (f"**The floor.** Those library steps alone take {total:.1f} s of CPU: on this machine's {cores} cores "
+            f"no prepare can take less than {least:.1f} s ({least / anchor_seconds:.2f}x the anchor), against "
+            f"{TIME_GOAL}x x {anchor_seconds:.1f} s = {TIME_GOAL * anchor_seconds:.1f} s allowed. prepare "
+            f"used {prepare['cpu_seconds']:.1f} s of CPU: {own:.1f} s beyond the floor for persondet's own work "
+            f"(records, checks, merge, statistics, digests, writing, the plot and check images, logging, worker "
+            f"processes).")
+    return table, note
 
 
 def image_files(coco_root: Path, cuhk_root: Path) -> list[Path]:

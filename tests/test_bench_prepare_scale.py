@@ -92,6 +92,23 @@ def test_smoke_run_writes_ratios_headers_and_the_comparison(tmp_path, monkeypatc
     assert four and all(float(v) > 0 for v in four.groups()), text
     assert re.search(r"\*\*Goal\*\* \(issue 13: .*\): (met|NOT met) \(time ratio " + four.group(1), text)
     assert f"CrowdHuman {bench.SMOKE_EXTRA['crowdhuman_images']} train images" in text
+    cpu = [float(re.search(r"^\| " + re.escape(label) + r" \| \d+\.\d+ \| (\d+\.\d+) \|$", text, re.M).group(1))
+           for _, label in bench.FLOOR]
+    floor = re.search(r"\| \*\*sum: the floor's CPU time\*\* \| (\d+\.\d+) \| (\d+\.\d+) \|", text)
+    assert floor and abs(float(floor.group(2)) - sum(cpu)) < 0.03 and cpu[0] > 0.5, text  # importing MLflow: > 0.5 s
+    assert "**The floor.**" in text
+
+
+def test_floor_summary_divides_the_library_work_over_the_cores(monkeypatch):
+    bench = _load_bench()
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    steps = {"tracking": [2.1, 2.0], "plotting": [0.3, 0.3], "matlab": [1.0, 1.0], "coco": [1.2, 1.1],
+             "headers": [0.5, 0.4]}
+    table, note = bench.floor_summary(steps, {"cpu_seconds": 8.0}, anchor_seconds=14.0)
+    assert "| **sum: the floor's CPU time** | 5.10 | 4.80 |" in table
+    assert "| least wall time on 2 cores (CPU / cores), ratio to the anchor |  | 2.40 s = 0.17x |" in table
+    assert "no prepare can take less than 2.4 s (0.17x the anchor)" in note
+    assert "0.25x x 14.0 s = 3.5 s allowed" in note and "3.2 s beyond the floor" in note
 
 
 def test_compare_refuses_a_page_of_another_benchmark(tmp_path):
