@@ -40,7 +40,7 @@ def cpu_model() -> str:
 
 def machine() -> str:
     """One line: CPU model, cores, memory, GPU if any, torch version."""
-    parts = [f"{os.cpu_count()}-core CPU ({cpu_model()})"]
+    parts = [f"{cores()}-core CPU ({cpu_model()})"]
     try:
         pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
         parts.append(f"{pages * page_size / 2**30:.0f} GiB RAM")
@@ -60,6 +60,13 @@ def machine() -> str:
     return ", ".join(parts)
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def load_average() -> str:
     try:
         one, five, _ = os.getloadavg()
@@ -74,10 +81,9 @@ def _busy_note() -> str:
         five = os.getloadavg()[1]
     except OSError:
         return ""
-    cores = os.cpu_count() or 1
-    if five <= cores:
+    if five <= cores():
         return ""
-    return (f"**Busy machine**: the 5-minute load average ({five:.1f}) exceeded the {cores} cores, so other "
+    return (f"**Busy machine**: the 5-minute load average ({five:.1f}) exceeded the {cores()} cores, so other "
             "processes took CPU time during this run: absolute rates are lower than on an idle machine, "
             "while the ratios compare sides measured under the same load.")
 

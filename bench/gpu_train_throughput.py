@@ -148,7 +148,7 @@ def main(argv=None) -> None:
         n_images = max(batch_sizes) * (max(args.warmup, TIMING_WARMUP_ITERS) + args.iters + 1)
         print(f"writing {n_images} JPEGs ...", flush=True)
         json_path = _common.write_jpeg_set(tmp / "data", n_images, sizes)
-        anchor_workers = min(args.workers, os.cpu_count() or 1)
+        anchor_workers = min(args.workers, _common.cores())
         for batch_size in batch_sizes:
             anchor = reference_loop(json_path, batch_size, args.iters, args.warmup, device, anchor_workers,
                                     min_size, max_size)

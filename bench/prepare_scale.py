@@ -419,7 +419,7 @@ def main(argv=None) -> None:
 def floor_summary(steps: dict, prepare: dict, anchor_seconds: float) -> tuple[str, str]:
     """The floor's table (each step's wall and CPU time, their sum, the least wall time on this machine's
     cores) and a note setting it beside the goal and beside prepare's own work (its CPU time beyond it)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = _common.cores()
     total = sum(cpu for _, cpu in steps.values())
     least = total / cores
     rows = [[label, f"{steps[key][0]:.2f}", f"{steps[key][1]:.2f}"] for key, label in FLOOR]

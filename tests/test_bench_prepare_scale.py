@@ -101,7 +101,7 @@ def test_smoke_run_writes_ratios_headers_and_the_comparison(tmp_path, monkeypatc
 
 def test_floor_summary_divides_the_library_work_over_the_cores(monkeypatch):
     bench = _load_bench()
-    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(bench._common, "cores", lambda: 2)
     steps = {"tracking": [2.1, 2.0], "plotting": [0.3, 0.3], "matlab": [1.0, 1.0], "coco": [1.2, 1.1],
              "headers": [0.5, 0.4]}
     table, note = bench.floor_summary(steps, {"cpu_seconds": 8.0}, anchor_seconds=14.0)
